@@ -1,0 +1,74 @@
+/**
+ * Pulls exact byte counts out of a chunked stream (a file read stream, a tar member body)
+ * without copying more than needed: the streaming VMDK converter and the OVA tar reader both
+ * parse binary records that straddle chunk boundaries.
+ */
+export class ByteReader {
+  private readonly it: AsyncIterator<Buffer>;
+  private buf: Buffer = Buffer.alloc(0);
+  private done = false;
+  /** Bytes handed out so far (the stream offset of the next byte). */
+  position = 0;
+
+  constructor(source: AsyncIterable<Buffer | Uint8Array | string>) {
+    const inner = source[Symbol.asyncIterator]();
+    this.it = {
+      next: async () => {
+        const r = await inner.next();
+        if (r.done) return { done: true, value: undefined };
+        const v = r.value;
+        return { done: false, value: typeof v === 'string' ? Buffer.from(v) : Buffer.isBuffer(v) ? v : Buffer.from(v) };
+      },
+      return: async () => {
+        await inner.return?.();
+        return { done: true, value: undefined };
+      },
+    };
+  }
+
+  private async fill(n: number): Promise<boolean> {
+    while (this.buf.length < n && !this.done) {
+      const r = await this.it.next();
+      if (r.done) this.done = true;
+      else if (r.value.length > 0) this.buf = this.buf.length === 0 ? r.value : Buffer.concat([this.buf, r.value]);
+    }
+    return this.buf.length >= n;
+  }
+
+  /** Exactly n bytes, or fewer only when the stream ended (the caller decides if that is an error). */
+  async read(n: number): Promise<Buffer> {
+    await this.fill(n);
+    const out = this.buf.subarray(0, Math.min(n, this.buf.length));
+    this.buf = this.buf.subarray(out.length);
+    this.position += out.length;
+    return out;
+  }
+
+  /** Up to n bytes as they arrive, for copying large bodies without buffering them whole. */
+  async *chunks(n: number): AsyncGenerator<Buffer> {
+    let left = n;
+    while (left > 0) {
+      if (this.buf.length === 0 && !(await this.fill(1))) return;
+      const out = this.buf.subarray(0, Math.min(left, this.buf.length));
+      this.buf = this.buf.subarray(out.length);
+      this.position += out.length;
+      left -= out.length;
+      yield out;
+    }
+  }
+
+  /** Discards n bytes; returns how many were actually there. */
+  async skip(n: number): Promise<number> {
+    let skipped = 0;
+    for await (const c of this.chunks(n)) skipped += c.length;
+    return skipped;
+  }
+
+  async atEnd(): Promise<boolean> {
+    return !(await this.fill(1));
+  }
+
+  async close(): Promise<void> {
+    await this.it.return?.();
+  }
+}
