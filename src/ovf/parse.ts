@@ -45,6 +45,8 @@ class Ctx {
     readonly ns: string | undefined,
     readonly lenient: boolean,
     readonly source: string,
+    /** Namespace of ovf:-prefixed attributes; differs from `ns` only for an unqualified root. */
+    readonly attrNamespace: string | undefined = ns,
   ) {}
 
   isOvf(el: XmlElement): boolean {
@@ -62,7 +64,7 @@ class Ctx {
   }
 
   attr(el: XmlElement, local: string): string | undefined {
-    return attrNs(el, this.ns, local) ?? attrNs(el, undefined, local);
+    return attrNs(el, this.attrNamespace, local) ?? attrNs(el, undefined, local);
   }
 
   child(el: XmlElement, kind: string): XmlElement | undefined {
@@ -105,9 +107,9 @@ export function parseOvf(xml: string, opts: ParseOptions = {}): OvfEnvelope {
       hint: `OVF envelopes use ${OVF_NS_1} (1.x), ${OVF_NS_2} (2.x) or ${OVF_NS_09} (0.9)`,
     });
   }
-  const ctx = new Ctx(root.ns, lenient, source);
+  const declared = root.scope.get('ovf');
+  const ctx = new Ctx(root.ns, lenient, source, lenient && declared && VERSIONS[declared] ? declared : root.ns);
   if (lenient) {
-    const declared = root.scope.get('ovf');
     version = (declared && VERSIONS[declared]) || '1.x';
     ctx.warnings.push(`root <Envelope> has no namespace; read as OVF ${version} (unqualified elements)`);
   }
@@ -334,8 +336,14 @@ function parseEntity(state: EntityState, el: XmlElement): OvfEntity {
   const kind = ctx.kind(el)!;
   const id = ctx.attr(el, 'id') ?? '';
   if (!id) ctx.problem('FD_OVF_BAD_STRUCTURE', `a ${kind} lacks ovf:id`);
-  else if (state.seenIds.has(id)) ctx.problem('FD_OVF_BAD_STRUCTURE', `ovf:id "${id}" is used by two virtual systems`);
+  else if (state.seenIds.has(`${kind}:${id}`)) {
+    ctx.problem('FD_OVF_BAD_STRUCTURE', `ovf:id "${id}" is used by two ${kind} elements`);
+  } else if (state.seenIds.has(id)) {
+    // ovftool names a one-VM vApp after its VM; StartupSection ids stay resolvable by kind.
+    ctx.warnings.push(`ovf:id "${id}" names both a collection and a virtual system`);
+  }
   state.seenIds.add(id);
+  state.seenIds.add(`${kind}:${id}`);
   const info = ctx.text(el, 'Info');
   const base = {
     id,
@@ -691,6 +699,14 @@ function parseHardware(state: EntityState, vs: OvfVirtualSystem, sec: XmlElement
         vs.devices.push({ ...common, kind, ...(sub ? { subtype: sub } : {}) });
         break;
       }
+      case 1:
+        // VMware files its HD Audio card as "other" with a telling subtype.
+        if (sub && /sound/i.test(sub)) {
+          vs.devices.push({ ...common, kind: 'sound', subtype: sub });
+          break;
+        }
+        unmapped(ctx, label, required, `resource type 1${sub ? ` (${sub})` : ''}`);
+        break;
       default:
         unmapped(
           ctx,
