@@ -1,0 +1,336 @@
+/*
+ * fdprobe: the probes of flightdeck's tiny test guest. Tests and benchmarks read what it prints
+ * on the serial console; the host-side parser is src/host/images/probes.ts.
+ *
+ * Why C and not busybox sh: the heartbeat must tick every ~10 ms with nanosecond timestamps,
+ * and a shell loop under TCG forks `date`/`cat` per tick and manages a few ticks a second.
+ * Compiled with gcc -static at image build time; it needs nothing from the guest but a kernel.
+ *
+ * Every line is produced by one write(2) to the console. The tty layer holds its write lock
+ * for a whole write, so lines from the probe processes never interleave; kernel printk can
+ * still break into a line, which is why every line ends with " #": a line cut short by printk
+ * has no terminator and the parser drops it instead of reading a truncated number.
+ *
+ * Processes (forked from main, which exits once all of them report ready):
+ *   heartbeat  FD-HB <seq> <monotonic_ns> #           every fd.hb_ms (default 10)
+ *   uptime     FD-UPTIME <seconds> #                  every fd.uptime_ms (default 1000)
+ *   counter    FD-COUNTER <n> #                       every fd.counter_ms (default 50), printed
+ *              only after the record holding n is written with O_DIRECT|O_DSYNC and fdatasync'd
+ *   echo       TCP echo on fd.echo_port (default 7), IPv4 and IPv6
+ *   powerbtn   on the ACPI power button: FD-POWERBTN #, sync, remount / read-only, power off
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/input.h>
+#include <linux/reboot.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Counter record layout; must match src/host/images/counter.ts. */
+#define COUNTER_MAGIC "FDCOUNT1"
+#define COUNTER_RECORD_BYTES 4096
+#define DEFAULT_COUNTER_OFFSET (56ULL * 1024 * 1024)
+
+static long opt_hb_ms = 10, opt_uptime_ms = 1000, opt_counter_ms = 50, opt_echo_port = 7;
+static unsigned long long opt_counter_offset = DEFAULT_COUNTER_OFFSET;
+static char opt_counter_dev[64] = "/dev/vda";
+static int ready_fd = -1;
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf - 3, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if (n > (int)sizeof buf - 4) n = sizeof buf - 4;
+  memcpy(buf + n, " #\n", 3);
+  ssize_t w = write(STDOUT_FILENO, buf, (size_t)n + 3);
+  (void)w;
+}
+
+static void read_cmdline(void) {
+  char buf[4096];
+  int fd = open("/proc/cmdline", O_RDONLY);
+  if (fd < 0) return;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return;
+  buf[n] = 0;
+  for (char *tok = strtok(buf, " \n"); tok; tok = strtok(NULL, " \n")) {
+    if (!strncmp(tok, "fd.hb_ms=", 9)) opt_hb_ms = atol(tok + 9);
+    else if (!strncmp(tok, "fd.uptime_ms=", 13)) opt_uptime_ms = atol(tok + 13);
+    else if (!strncmp(tok, "fd.counter_ms=", 14)) opt_counter_ms = atol(tok + 14);
+    else if (!strncmp(tok, "fd.echo_port=", 13)) opt_echo_port = atol(tok + 13);
+    else if (!strncmp(tok, "fd.counter_offset=", 18)) opt_counter_offset = strtoull(tok + 18, NULL, 0);
+    else if (!strncmp(tok, "fd.counter_dev=", 15)) snprintf(opt_counter_dev, sizeof opt_counter_dev, "%s", tok + 15);
+  }
+  if (opt_hb_ms < 1) opt_hb_ms = 1;
+  if (opt_uptime_ms < 10) opt_uptime_ms = 10;
+  if (opt_counter_ms < 0) opt_counter_ms = 0;
+}
+
+static void signal_ready(void) {
+  char c = 'r';
+  ssize_t w = write(ready_fd, &c, 1);
+  (void)w;
+  close(ready_fd);
+  ready_fd = -1;
+}
+
+static void ts_add_ms(struct timespec *t, long ms) {
+  t->tv_sec += ms / 1000;
+  t->tv_nsec += (ms % 1000) * 1000000L;
+  if (t->tv_nsec >= 1000000000L) {
+    t->tv_sec++;
+    t->tv_nsec -= 1000000000L;
+  }
+}
+
+/* Ticks on absolute deadlines so the interval does not drift; after a long stall (VM paused,
+ * migration downtime) it resumes from now instead of printing a burst of catch-up lines. */
+static void tick_wait(struct timespec *next, long ms) {
+  struct timespec now;
+  ts_add_ms(next, ms);
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  if (now.tv_sec > next->tv_sec + 1) *next = now;
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, next, NULL) == EINTR) {
+  }
+}
+
+static void heartbeat(void) {
+  struct timespec next, now;
+  unsigned long long seq = 0;
+  signal_ready();
+  clock_gettime(CLOCK_MONOTONIC, &next);
+  for (;;) {
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    say("FD-HB %llu %llu", seq++, (unsigned long long)now.tv_sec * 1000000000ULL + (unsigned long long)now.tv_nsec);
+    tick_wait(&next, opt_hb_ms);
+  }
+}
+
+static void uptime(void) {
+  struct timespec next, now;
+  signal_ready();
+  clock_gettime(CLOCK_MONOTONIC, &next);
+  for (;;) {
+    /* CLOCK_BOOTTIME is what /proc/uptime shows. */
+    clock_gettime(CLOCK_BOOTTIME, &now);
+    say("FD-UPTIME %llu.%02ld", (unsigned long long)now.tv_sec, now.tv_nsec / 10000000L);
+    tick_wait(&next, opt_uptime_ms);
+  }
+}
+
+static void put_le64(unsigned char *p, uint64_t v) {
+  for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static uint64_t get_le64(const unsigned char *p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+  return v;
+}
+
+/* Record: magic(8) n(le64) ~n(le64), rest zero. ~n catches a torn or foreign record. */
+static void counter(void) {
+  unsigned char *rec;
+  if (posix_memalign((void **)&rec, 4096, COUNTER_RECORD_BYTES)) _exit(1);
+  int fd = -1;
+  for (int tries = 0; fd < 0; tries++) {
+    fd = open(opt_counter_dev, O_RDWR | O_DIRECT | O_DSYNC);
+    if (fd < 0) {
+      if (tries == 0) say("FD-COUNTER-ERROR open %s errno=%d", opt_counter_dev, errno);
+      if (tries == 50) signal_ready(); /* do not hold up the boot forever */
+      usleep(100000);
+    }
+  }
+  uint64_t n = 0;
+  if (pread(fd, rec, COUNTER_RECORD_BYTES, (off_t)opt_counter_offset) == COUNTER_RECORD_BYTES &&
+      !memcmp(rec, COUNTER_MAGIC, 8) && get_le64(rec + 8) == ~get_le64(rec + 16))
+    n = get_le64(rec + 8);
+  say("FD-COUNTER-START %llu", (unsigned long long)n);
+  if (ready_fd >= 0) signal_ready();
+  struct timespec next;
+  clock_gettime(CLOCK_MONOTONIC, &next);
+  for (;;) {
+    n++;
+    memset(rec, 0, COUNTER_RECORD_BYTES);
+    memcpy(rec, COUNTER_MAGIC, 8);
+    put_le64(rec + 8, n);
+    put_le64(rec + 16, ~n);
+    for (;;) {
+      if (pwrite(fd, rec, COUNTER_RECORD_BYTES, (off_t)opt_counter_offset) == COUNTER_RECORD_BYTES &&
+          fdatasync(fd) == 0)
+        break;
+      say("FD-COUNTER-ERROR write errno=%d", errno);
+      sleep(1);
+    }
+    say("FD-COUNTER %llu", (unsigned long long)n);
+    tick_wait(&next, opt_counter_ms);
+  }
+}
+
+static int listen_on(int family) {
+  int s = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return -1;
+  int one = 1;
+  setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  int r;
+  if (family == AF_INET6) {
+    setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)opt_echo_port)};
+    r = bind(s, (struct sockaddr *)&a, sizeof a);
+  } else {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt_echo_port)};
+    r = bind(s, (struct sockaddr *)&a, sizeof a);
+  }
+  if (r < 0 || listen(s, 64) < 0) {
+    close(s);
+    return -1;
+  }
+  return s;
+}
+
+/* One process, poll loop: connections are long-lived (they must survive live migration) and
+ * few, so no per-connection process is needed. */
+#define MAX_FDS 256
+static void echo(void) {
+  struct pollfd fds[MAX_FDS];
+  int nfds = 0;
+  int s4 = listen_on(AF_INET), s6 = listen_on(AF_INET6);
+  if (s4 >= 0) fds[nfds++] = (struct pollfd){.fd = s4, .events = POLLIN};
+  if (s6 >= 0) fds[nfds++] = (struct pollfd){.fd = s6, .events = POLLIN};
+  int listeners = nfds;
+  if (!listeners) say("FD-ECHO-ERROR listen errno=%d", errno);
+  signal_ready();
+  signal(SIGPIPE, SIG_IGN);
+  char buf[65536];
+  for (;;) {
+    if (poll(fds, (nfds_t)nfds, -1) < 0) continue;
+    for (int i = 0; i < nfds; i++) {
+      if (!fds[i].revents) continue;
+      if (i < listeners) {
+        int c = accept4(fds[i].fd, NULL, NULL, SOCK_CLOEXEC);
+        if (c < 0) continue;
+        if (nfds == MAX_FDS) {
+          close(c);
+          continue;
+        }
+        int one = 1;
+        setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        fds[nfds++] = (struct pollfd){.fd = c, .events = POLLIN};
+        continue;
+      }
+      ssize_t n = read(fds[i].fd, buf, sizeof buf);
+      int ok = n > 0;
+      for (ssize_t off = 0; ok && off < n;) {
+        ssize_t w = write(fds[i].fd, buf + off, (size_t)(n - off));
+        if (w <= 0) ok = 0;
+        else off += w;
+      }
+      if (!ok) {
+        close(fds[i].fd);
+        fds[i--] = fds[--nfds];
+      }
+    }
+  }
+}
+
+static int has_power_key(int fd) {
+  unsigned long bits[KEY_MAX / (8 * sizeof(long)) + 1] = {0};
+  if (ioctl(fd, EVIOCGBIT(EV_KEY, sizeof bits), bits) < 0) return 0;
+  return (bits[KEY_POWER / (8 * sizeof(long))] >> (KEY_POWER % (8 * sizeof(long)))) & 1;
+}
+
+/* ACPI shutdown without acpid: the cloud kernel's button driver reports the power button as
+ * an input device; on a press we do what an orderly guest would and power off. */
+static void powerbtn(void) {
+  struct pollfd fds[16];
+  int nfds = 0;
+  DIR *d = opendir("/dev/input");
+  struct dirent *e;
+  while (d && (e = readdir(d)) && nfds < 16) {
+    if (strncmp(e->d_name, "event", 5)) continue;
+    char path[300];
+    snprintf(path, sizeof path, "/dev/input/%s", e->d_name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    if (has_power_key(fd)) fds[nfds++] = (struct pollfd){.fd = fd, .events = POLLIN};
+    else close(fd);
+  }
+  if (d) closedir(d);
+  signal_ready();
+  if (!nfds) pause();
+  for (;;) {
+    if (poll(fds, (nfds_t)nfds, -1) < 0) continue;
+    for (int i = 0; i < nfds; i++) {
+      struct input_event ev;
+      if (!(fds[i].revents & POLLIN) || read(fds[i].fd, &ev, sizeof ev) != sizeof ev) continue;
+      if (ev.type == EV_KEY && ev.code == KEY_POWER && ev.value == 1) {
+        say("FD-POWERBTN");
+        kill(-1, SIGTERM); /* everything but us and init */
+        sync();
+        mount("/", "/", NULL, MS_REMOUNT | MS_RDONLY, NULL);
+        sync();
+        say("FD-POWEROFF");
+        reboot(LINUX_REBOOT_CMD_POWER_OFF);
+      }
+    }
+  }
+}
+
+int main(void) {
+  read_cmdline();
+  int console = open("/dev/console", O_WRONLY | O_NOCTTY | O_CLOEXEC);
+  if (console >= 0) {
+    dup2(console, STDOUT_FILENO);
+    dup2(console, STDERR_FILENO);
+    close(console);
+  }
+  void (*probes[])(void) = {heartbeat, uptime, counter, echo, powerbtn};
+  int nprobes = (int)(sizeof probes / sizeof probes[0]);
+  int pipefd[2];
+  if (pipe(pipefd) < 0) return 1;
+  for (int i = 0; i < nprobes; i++) {
+    pid_t pid = fork();
+    if (pid < 0) return 1;
+    if (pid == 0) {
+      close(pipefd[0]);
+      ready_fd = pipefd[1];
+      setsid();
+      if (probes[i] == heartbeat) {
+        /* The heartbeat is the probe that measures stalls: keep it ahead of the others. */
+        nice(-10);
+      }
+      if (probes[i] == counter && opt_counter_ms == 0) {
+        signal_ready();
+        pause();
+      }
+      probes[i]();
+      _exit(0);
+    }
+  }
+  close(pipefd[1]);
+  /* Exit once every probe is running, so the boot script can announce FD-READY truthfully. */
+  char c;
+  for (int got = 0; got < nprobes && read(pipefd[0], &c, 1) == 1;) got++;
+  return 0;
+}
