@@ -32,14 +32,22 @@ for dev in /dev/sr* /dev/vd[b-z]; do
         done
     fi
     if [ -f $mnt/user-data ]; then
-      head -n 100 $mnt/user-data | tr -d '\r' | while IFS= read -r line; do say "FD-SEED user-data=$line"; done
+      head -n 100 $mnt/user-data | tr -d '\r' | while IFS= read -r line || [ -n "$line" ]; do say "FD-SEED user-data=$line"; done
     fi
   fi
   if [ -f $mnt/ovf-env.xml ]; then
     say "FD-OVFENV source=$dev"
-    # <Property oe:key="k" oe:value="v"/>, whatever the namespace prefix; one per line.
-    tr -d '\r\n' <$mnt/ovf-env.xml | sed 's/<\([A-Za-z0-9_]*:\)\{0,1\}Property[[:space:]]/\n&/g' |
-      sed -n 's/^<\([A-Za-z0-9_]*:\)\{0,1\}Property[[:space:]].*[[:space:]:]key="\([^"]*\)".*[[:space:]:]value="\([^"]*\)".*$/\2=\3/p' |
+    # <Property oe:key="k" oe:value="v"/>, any namespace prefix or attribute order; one a line.
+    {
+      tr -d '\r\n' <$mnt/ovf-env.xml
+      echo
+    } | sed 's/<\([A-Za-z0-9_]*:\)\{0,1\}Property[[:space:]]/\n&/g' |
+      awk '/^<([A-Za-z0-9_]*:)?Property[ \t]/ {
+        if (!match($0, /[: \t]key="[^"]*"/)) next
+        k = substr($0, RSTART + 6, RLENGTH - 7)
+        if (!match($0, /[: \t]value="[^"]*"/)) next
+        print k "=" substr($0, RSTART + 8, RLENGTH - 9)
+      }' |
       sed 's/&lt;/</g; s/&gt;/>/g; s/&quot;/"/g; s/&apos;/'"'"'/g; s/&amp;/\&/g' |
       while IFS= read -r kv; do say "FD-OVFENV $kv"; done
   fi
