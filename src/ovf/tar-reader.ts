@@ -5,7 +5,7 @@
  * devices, sparse members, and members that claim more bytes than the archive holds.
  */
 import { FdError } from '../core/errors.js';
-import { ByteReader } from '../disk/vmdk/byte-reader.js';
+import { ByteReader, type ByteSource } from '../disk/vmdk/byte-reader.js';
 
 const BLOCK = 512;
 
@@ -96,10 +96,7 @@ function parsePax(data: Buffer, source: string): Record<string, string> {
   return out;
 }
 
-export async function* readTar(
-  input: AsyncIterable<Buffer | Uint8Array | string>,
-  opts: ReadTarOptions = {},
-): AsyncGenerator<TarEntry> {
+export async function* readTar(input: ByteSource, opts: ReadTarOptions = {}): AsyncGenerator<TarEntry> {
   const source = opts.source ?? 'archive';
   const r = new ByteReader(input);
   let first = true;

@@ -3,6 +3,16 @@
  * without copying more than needed: the streaming VMDK converter and the OVA tar reader both
  * parse binary records that straddle chunk boundaries.
  */
+/** Anything that yields bytes: a stream, an async generator, or an array of buffers. */
+export type ByteSource = AsyncIterable<Buffer | Uint8Array | string> | Iterable<Buffer | Uint8Array | string>;
+
+function syncToAsync<T>(it: Iterator<T>): AsyncIterator<T> {
+  return {
+    next: async () => it.next(),
+    return: async () => it.return?.() ?? { done: true, value: undefined },
+  };
+}
+
 export class ByteReader {
   private readonly it: AsyncIterator<Buffer>;
   private buf: Buffer = Buffer.alloc(0);
@@ -10,8 +20,9 @@ export class ByteReader {
   /** Bytes handed out so far (the stream offset of the next byte). */
   position = 0;
 
-  constructor(source: AsyncIterable<Buffer | Uint8Array | string>) {
-    const inner = source[Symbol.asyncIterator]();
+  constructor(source: ByteSource) {
+    const inner: AsyncIterator<Buffer | Uint8Array | string> =
+      Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : syncToAsync(source[Symbol.iterator]());
     this.it = {
       next: async () => {
         const r = await inner.next();

@@ -8,7 +8,7 @@
 import { inflate, inflateRaw } from 'node:zlib';
 import { promisify } from 'node:util';
 import { FdError } from '../../core/errors.js';
-import { ByteReader } from './byte-reader.js';
+import { ByteReader, type ByteSource } from './byte-reader.js';
 import { parseDescriptor, type VmdkDescriptor } from './descriptor.js';
 import { COMPRESSION_DEFLATE, SECTOR, isStreamOptimized, parseSparseHeader, type SparseHeader } from './header.js';
 import { GRAIN_MARKER_BYTES, MARKER_EOS, MARKER_FOOTER, MARKER_GD, MARKER_GT } from './markers.js';
@@ -44,7 +44,7 @@ export interface StreamVmdkResult {
 
 /** Reads a whole streamOptimized VMDK from `input` and writes its non-zero data to `sink`. */
 export async function streamVmdkToSink(
-  input: AsyncIterable<Buffer | Uint8Array | string>,
+  input: ByteSource,
   sink: VmdkSink,
   opts: StreamVmdkOptions = {},
 ): Promise<StreamVmdkResult> {
@@ -179,7 +179,10 @@ async function convert(
         const data = await r.read(size);
         if (data.length < size) throw truncated(source, `the grain for sector ${value}`);
         grains++;
-        inFlight.push(handleGrain(value, data));
+        const job = handleGrain(value, data);
+        // Awaited in drain(); the no-op catch only keeps an early failure from being "unhandled".
+        job.catch(() => undefined);
+        inFlight.push(job);
         await drain(parallel - 1);
         opts.onProgress?.(r.position);
         continue;
