@@ -12,6 +12,7 @@ import { run } from '../core/process.js';
 import { Progress, type ProgressListener } from '../core/progress.js';
 import type { BlockDevice } from './block-device.js';
 import { openDisk, probeFormat } from './open.js';
+import { RawImage } from './raw.js';
 import { assertAbsent, checkNewSize, DynamicVhdWriter, newFooter, planDynamic } from './vhd/create.js';
 import { DEFAULT_BLOCK_SIZE } from './vhd/dynamic-header.js';
 import { vhdError } from './vhd/errors.js';
@@ -41,6 +42,10 @@ export interface ConvertResult {
 
 /** Read granularity for raw and fixed targets. */
 const CHUNK = 8 * 1024 * 1024;
+/** Bytes read per call when building a dynamic VHD. */
+const GROUP_BYTES = 8 * 1024 * 1024;
+/** Reads in flight ahead of the writer. */
+const READ_AHEAD = 4;
 
 export async function convertDisk(src: string, dst: string, opts: ConvertOptions): Promise<ConvertResult> {
   if (!CONVERT_TARGETS.includes(opts.to)) {
@@ -65,7 +70,7 @@ export async function convertDisk(src: string, dst: string, opts: ConvertOptions
       );
     }
     if (opts.to === 'qcow2') return await toQcow2(source, readable, format, target, opts, temps);
-    const dev = await openDisk(readable, { format: format === 'vhd' ? 'vhd' : 'raw' });
+    const dev = await openDisk(readable, { format: format === 'vhd' ? 'vhd' : 'raw', mapHoles: true });
     try {
       const dataBytes = await produceFileAtomic(target, (tmp) => writeTarget(dev, tmp, opts));
       return { source, target, to: opts.to, sizeBytes: targetSize(dev.sizeBytes, opts.to), dataBytes };
@@ -150,21 +155,29 @@ async function writeTarget(dev: BlockDevice, tmp: string, opts: ConvertOptions):
       const blockSize = opts.blockSizeBytes ?? DEFAULT_BLOCK_SIZE;
       const writer = new DynamicVhdWriter(fh, planDynamic(newFooter('dynamic', vsize), blockSize, null));
       const blocks = Math.ceil(size / blockSize);
+      // Read GROUP blocks per call and append the non-zero ones with one vectored write.
+      const group = Math.max(1, Math.floor(GROUP_BYTES / blockSize));
+      const pool = bufferPool(dev, group * blockSize);
       await pipeline(
-        blocks,
-        async (i) => {
-          const off = i * blockSize;
-          const len = Math.min(blockSize, size - off);
+        Math.ceil(blocks / group),
+        async (g) => {
+          const off = g * group * blockSize;
+          const len = Math.min(group * blockSize, size - off);
           if (await knownZero(dev, off, len)) return null;
-          return dev.read(off, len);
+          return pool(g, off, len);
         },
-        async (i, data) => {
+        async (g, data) => {
           checkAbort(opts.signal);
-          if (data && !isZero(data)) {
-            await writer.appendBlock(i, data);
-            dataBytes += data.length;
+          if (data) {
+            const keep: Array<[number, Buffer]> = [];
+            for (let k = 0; k * blockSize < data.length; k++) {
+              const b = data.subarray(k * blockSize, Math.min(data.length, (k + 1) * blockSize));
+              if (!isZero(b)) keep.push([g * group + k, b]);
+            }
+            if (keep.length) await writer.appendBlocks(keep);
+            dataBytes += keep.reduce((n, [, b]) => n + b.length, 0);
           }
-          progress.report(Math.min(size, (i + 1) * blockSize));
+          progress.report(Math.min(size, (g + 1) * group * blockSize));
         },
       );
       await writer.finish();
@@ -174,13 +187,14 @@ async function writeTarget(dev: BlockDevice, tmp: string, opts: ConvertOptions):
       if (fixed) checkNewSize(vsize);
       await fh.truncate(vsize);
       const chunks = Math.ceil(size / CHUNK);
+      const pool = bufferPool(dev, CHUNK);
       await pipeline(
         chunks,
         async (i) => {
           const off = i * CHUNK;
           const len = Math.min(CHUNK, size - off);
           if (await knownZero(dev, off, len)) return null;
-          return dev.read(off, len);
+          return pool(i, off, len);
         },
         async (i, data) => {
           checkAbort(opts.signal);
@@ -200,23 +214,43 @@ async function writeTarget(dev: BlockDevice, tmp: string, opts: ConvertOptions):
   }
 }
 
-/** Runs read(i) one step ahead of write(i), in order. */
+/**
+ * Reads for the pipeline into READ_AHEAD + 1 reused buffers (in flight plus the one being
+ * written), when the source can read into a buffer; big fresh allocations cost page faults.
+ */
+function bufferPool(dev: BlockDevice, bytes: number): (i: number, off: number, len: number) => Promise<Buffer> {
+  if (!(dev instanceof RawImage)) return (_i, off, len) => dev.read(off, len);
+  const bufs: Buffer[] = [];
+  return (i, off, len) => {
+    const k = i % (READ_AHEAD + 1);
+    bufs[k] ??= Buffer.allocUnsafe(bytes);
+    return dev.readInto(bufs[k], off, len);
+  };
+}
+
+/**
+ * Runs read(i) up to `depth` steps ahead of write(i); writes happen in order. Several reads in
+ * flight keep the disk's queue full, the way qemu-img's parallel coroutines do.
+ */
 async function pipeline<T>(
   count: number,
   read: (i: number) => Promise<T>,
   write: (i: number, v: T) => Promise<void>,
+  depth = READ_AHEAD,
 ): Promise<void> {
-  if (count === 0) return;
-  let pending: Promise<T> = read(0);
-  for (let i = 0; i < count; i++) {
-    const value = await pending;
-    if (i + 1 < count) pending = read(i + 1);
-    try {
-      await write(i, value);
-    } catch (err) {
-      // Do not leave the read-ahead's rejection unhandled.
-      if (i + 1 < count) pending.catch(() => undefined);
-      throw err;
+  const inflight: Array<Promise<T>> = [];
+  let next = 0;
+  const fill = (): void => {
+    while (next < count && inflight.length < depth) {
+      const p = read(next++);
+      p.catch(() => undefined); // handled when awaited; never an unhandled rejection
+      inflight.push(p);
     }
+  };
+  fill();
+  for (let i = 0; i < count; i++) {
+    const value = await inflight.shift()!;
+    fill();
+    await write(i, value);
   }
 }

@@ -52,6 +52,8 @@ export async function probeFormat(path: string): Promise<DiskFormat> {
 export interface OpenDiskOptions extends VhdOpenOptions {
   /** Force a format instead of probing. */
   format?: 'vhd' | 'raw';
+  /** Raw, read-only: learn the file's holes so blockStatus reports them (see RawImage). */
+  mapHoles?: boolean;
 }
 
 /** Opens a VHD chain or a raw file as a BlockDevice. qcow2/VMDK are refused with FD_DISK_BAD_FORMAT. */

@@ -5,6 +5,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { isErrno } from '../core/errors.js';
+import { run } from '../core/process.js';
 import type { BlockDevice, Extent, WriteOptions } from './block-device.js';
 import { vhdError } from './vhd/errors.js';
 import { readInto, writeAt } from './vhd/io.js';
@@ -13,6 +14,8 @@ const ZERO_CHUNK = 4 * 1024 * 1024;
 
 export class RawImage implements BlockDevice {
   private closed = false;
+  /** Holes of a sparse file opened read-only (sorted, from SEEK_HOLE via qemu-img map). */
+  private holes: Array<[number, number]> | null = null;
 
   private constructor(
     readonly path: string,
@@ -21,7 +24,12 @@ export class RawImage implements BlockDevice {
     readonly readOnly: boolean,
   ) {}
 
-  static async open(path: string, opts: { write?: boolean } = {}): Promise<RawImage> {
+  /**
+   * `mapHoles`: for a sparse file opened read-only, learn where its holes are so blockStatus
+   * reports them and copy loops skip them unread. Node has no SEEK_DATA/SEEK_HOLE, so we ask
+   * `qemu-img map`, once; a file without holes (allocated blocks cover it) skips the call.
+   */
+  static async open(path: string, opts: { write?: boolean; mapHoles?: boolean } = {}): Promise<RawImage> {
     const abs = resolve(path);
     let fh: FileHandle;
     try {
@@ -35,7 +43,15 @@ export class RawImage implements BlockDevice {
       await fh.close();
       throw vhdError('FD_DISK_BAD_FORMAT', `${abs} is not a regular file`);
     }
-    return new RawImage(abs, fh, st.size, !opts.write);
+    const img = new RawImage(abs, fh, st.size, !opts.write);
+    if (opts.mapHoles && !opts.write && st.blocks * 512 < st.size) {
+      const res = await run('qemu-img', ['map', '-f', 'raw', '--output=json', abs], { allowFail: true });
+      if (res.code === 0) {
+        const map = JSON.parse(res.stdout) as Array<{ start: number; length: number; data: boolean; zero: boolean }>;
+        img.holes = map.filter((e) => !e.data && e.zero).map((e) => [e.start, e.start + e.length]);
+      }
+    }
+    return img;
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
@@ -43,6 +59,13 @@ export class RawImage implements BlockDevice {
     const out = Buffer.allocUnsafe(length);
     await readInto(this.fh, out, 0, length, offset, 'the raw image');
     return out;
+  }
+
+  /** Reads into a caller's buffer (copy loops reuse a few big buffers instead of allocating). */
+  async readInto(into: Buffer, offset: number, length: number): Promise<Buffer> {
+    this.checkRange(offset, length);
+    await readInto(this.fh, into, 0, length, offset, 'the raw image');
+    return into.subarray(0, length);
   }
 
   async write(offset: number, data: Buffer, opts: WriteOptions = {}): Promise<void> {
@@ -71,10 +94,22 @@ export class RawImage implements BlockDevice {
     if (!this.readOnly) await this.fh.sync();
   }
 
-  /** Node cannot ask for holes (no SEEK_DATA), so a raw file reports all data. */
+  /** All data, except the holes learned at open (see `mapHoles`). */
   async blockStatus(offset: number, length: number): Promise<Extent[]> {
     this.checkRange(offset, length);
-    return length ? [{ offset, length, hole: false, zero: false }] : [];
+    const end = offset + length;
+    const out: Extent[] = [];
+    let pos = offset;
+    for (const [hs, he] of this.holes ?? []) {
+      if (he <= pos) continue;
+      if (hs >= end) break;
+      if (hs > pos) out.push({ offset: pos, length: hs - pos, hole: false, zero: false });
+      const e = Math.min(he, end);
+      out.push({ offset: Math.max(hs, pos), length: e - Math.max(hs, pos), hole: true, zero: true });
+      pos = e;
+    }
+    if (pos < end) out.push({ offset: pos, length: end - pos, hole: false, zero: false });
+    return out;
   }
 
   async close(): Promise<void> {
