@@ -104,13 +104,13 @@ export function tinyImagePaths(dir = join(defaultImageCacheDir(), 'tiny', 'lates
   };
 }
 
-/** Files of the guest/ tree with their contents, sorted by path: an input of the cache key. */
+/** Files of the guest/ tree (docs aside) with their contents, sorted by path: an input of the cache key. */
 async function guestFiles(rel = ''): Promise<Array<{ path: string; data: Buffer }>> {
   const out: Array<{ path: string; data: Buffer }> = [];
   for (const name of (await readdir(join(GUEST_DIR, rel))).sort()) {
     const r = rel ? `${rel}/${name}` : name;
     if ((await stat(join(GUEST_DIR, r))).isDirectory()) out.push(...(await guestFiles(r)));
-    else out.push({ path: r, data: await readFile(join(GUEST_DIR, r)) });
+    else if (!name.endsWith('.md')) out.push({ path: r, data: await readFile(join(GUEST_DIR, r)) });
   }
   return out;
 }
@@ -189,6 +189,7 @@ export async function buildTinyImage(opts: BuildTinyOptions = {}): Promise<TinyI
       await rm(work, { recursive: true, force: true });
     }
     await pointLatest(cacheRoot, inputs.key);
+    await pruneOld(cacheRoot, inputs.key);
     return result(true);
   } finally {
     await release();
@@ -204,6 +205,20 @@ async function isComplete(dir: string): Promise<boolean> {
     if (isErrno(err, 'ENOENT')) return false;
     throw err;
   }
+}
+
+/** Images kept besides the current one: older inputs (kernel updates, guest edits) age out. */
+const KEEP_OLD_IMAGES = 3;
+
+async function pruneOld(cacheRoot: string, current: string): Promise<void> {
+  const entries: Array<{ name: string; mtimeMs: number }> = [];
+  for (const name of await readdir(cacheRoot)) {
+    if (name === current || name === 'latest' || name.startsWith('.')) continue;
+    const st = await stat(join(cacheRoot, name, 'manifest.json')).catch(() => null);
+    if (st) entries.push({ name, mtimeMs: st.mtimeMs });
+  }
+  entries.sort((x, y) => y.mtimeMs - x.mtimeMs);
+  for (const e of entries.slice(KEEP_OLD_IMAGES)) await rm(join(cacheRoot, e.name), { recursive: true, force: true });
 }
 
 async function pointLatest(cacheRoot: string, key: string): Promise<void> {
