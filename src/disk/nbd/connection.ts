@@ -32,7 +32,7 @@ export interface ConnectionContext {
 }
 
 /** Reads shorter than this are sent as one data chunk without asking the device for holes. */
-const HOLE_DETECT_MIN_BYTES = 64 * 1024;
+const HOLE_DETECT_MIN_BYTES = 256 * 1024;
 /** Past this many requests in flight we stop reading the socket until some complete. */
 const MAX_IN_FLIGHT = 64;
 /** A BLOCK_STATUS reply never carries more descriptors than this (the client asks again). */
@@ -418,6 +418,13 @@ export class NbdConnection {
     const structuredReply = this.structured && (req.type === P.NBD_CMD_READ || req.type === P.NBD_CMD_BLOCK_STATUS);
     const invalid = this.validate(req);
     if (invalid) {
+      this.ctx.log.debug('nbd request refused', {
+        type: req.type,
+        flags: req.flags,
+        offset: req.offset,
+        length: req.length,
+        errno: invalid,
+      });
       if (structuredReply) this.errorChunk(req, invalid, 'request refused');
       else this.simpleReply(req, invalid);
       return;
