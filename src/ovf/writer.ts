@@ -259,16 +259,17 @@ function virtualSystem(vs: OvfVirtualSystem): OutElement {
   );
   const mem = vs.memoryBytes ?? 0;
   const mib = mem % 2 ** 20 === 0;
-  items.push(
-    item({
-      AllocationUnits: mib ? 'byte * 2^20' : 'byte',
-      Description: 'Memory Size',
-      ElementName: `${mib ? mem / 2 ** 20 : mem}${mib ? 'MB' : ' bytes'} of memory`,
-      InstanceID: next++,
-      ResourceType: 4,
-      VirtualQuantity: mib ? mem / 2 ** 20 : mem,
-    }),
-  );
+  if (vs.memoryBytes !== undefined)
+    items.push(
+      item({
+        AllocationUnits: mib ? 'byte * 2^20' : 'byte',
+        Description: 'Memory Size',
+        ElementName: `${mib ? mem / 2 ** 20 : mem}${mib ? 'MB' : ' bytes'} of memory`,
+        InstanceID: next++,
+        ResourceType: 4,
+        VirtualQuantity: mib ? mem / 2 ** 20 : mem,
+      }),
+    );
   for (const c of vs.controllers) {
     if (c.kind === 'usb') continue;
     items.push(
@@ -288,10 +289,13 @@ function virtualSystem(vs: OvfVirtualSystem): OutElement {
       item({
         AddressOnParent: d.addressOnParent,
         ElementName: d.name ?? `disk${d.instanceId}`,
+        // A disk with no DiskSection entry is an empty disk sized by its own quantity.
+        AllocationUnits: d.diskId || d.capacityBytes === undefined ? undefined : 'byte',
         HostResource: d.diskId ? `ovf:/disk/${d.diskId}` : undefined,
         InstanceID: idFor(d.instanceId),
         Parent: parentOf(d.controllerId),
         ResourceType: 17,
+        VirtualQuantity: d.diskId ? undefined : d.capacityBytes,
       }),
     );
   }

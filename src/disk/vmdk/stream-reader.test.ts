@@ -107,3 +107,29 @@ test('damaged streams are refused with a code: truncated, corrupt grain, bad LBA
     await assert.rejects(convert(ovfFixture('cot/input.iso'), out), code('FD_VMDK_BAD_MAGIC'));
   });
 });
+
+test('converted into a dynamic VHD from our engine, the disk compares equal to qemu-img reading the VMDK', async () => {
+  const { streamVmdkToVhd } = await import('./to-vhd.js');
+  await withTempDir(async (dir) => {
+    const src = join(dir, 'src.raw');
+    await sampleRaw(src, 24 * MiB);
+    const vmdk = join(dir, 'q.vmdk');
+    await run('qemu-img', ['convert', '-f', 'raw', '-O', 'vmdk', '-o', 'subformat=streamOptimized', src, vmdk]);
+    const vhd = join(dir, 'out.vhd');
+    await streamVmdkToVhd(createReadStream(vmdk), vhd, { source: vmdk });
+    const cmp = await run('qemu-img', ['compare', '-f', 'vmdk', '-F', 'vpc', vmdk, vhd], { allowFail: true });
+    assert.equal(cmp.code, 0, cmp.stdout + cmp.stderr);
+    // Dynamic: only the blocks holding the 3 MiB run, "hello" and the last sector are allocated.
+    assert.ok((await stat(vhd)).size < 12 * MiB, `${(await stat(vhd)).size} bytes`);
+
+    // A broken stream leaves no VHD behind, not even a temp file.
+    const bad = join(dir, 'bad.vmdk');
+    await writeFile(bad, (await readFile(vmdk)).subarray(0, 200_000));
+    await assert.rejects(streamVmdkToVhd(createReadStream(bad), join(dir, 'bad.vhd')), code('FD_VMDK_TRUNCATED'));
+    const { readdir } = await import('node:fs/promises');
+    assert.deepEqual(
+      (await readdir(dir)).filter((n) => (n.includes('bad') && n.endsWith('vhd')) || n.endsWith('.tmp')),
+      [],
+    );
+  });
+});
