@@ -48,7 +48,10 @@ export async function launchQemu(
       const qmp = await QmpClient.connect(paths.qmp, { timeoutMs: 5000 });
       return { proc, qmp, child };
     } catch (err) {
-      if (!(err instanceof FdError) || err.code !== 'FD_QMP_CONNECT') throw err;
+      if (!(err instanceof FdError) || !err.code.startsWith('FD_QMP_')) throw err;
+      // QEMU listens on QMP before it opens disks: a reset here usually means it is exiting
+      if (err.code !== 'FD_QMP_CONNECT' && (await waitGone(proc, 1000)))
+        throw await startFailed(paths.qemuLog, 'QEMU exited during start');
     }
     if (Date.now() > deadline) {
       signalIdentity(proc, 'SIGKILL');

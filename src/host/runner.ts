@@ -461,6 +461,7 @@ export class VmRunner extends EventEmitter {
       await writeRecord(d, record);
       launched = await launchQemu(record.argv, d, {
         onSpawn: async (proc) => {
+          await this.opts.faultPoint?.('start:qemu-spawned'); // pid not yet recorded: only the scan finds it
           record.qemu = proc;
           await writeRecord(d, record);
         },
