@@ -56,12 +56,19 @@ export function printError(err: unknown, json: boolean): void {
 export async function main(argv: string[]): Promise<number> {
   const commands = allCommands();
   const json = argv.includes('--json');
-  const [noun, verb, ...rest] = argv;
+  const [noun, verb, ...restAfterVerb] = argv;
   if (!noun || noun === '--help' || noun === '-h' || noun === 'help') {
     process.stdout.write(usage(commands) + '\n');
     return noun ? 0 : 2;
   }
-  const cmd = commands.find((c) => c.noun === noun && c.verb === verb);
+  let cmd = commands.find((c) => c.noun === noun && c.verb === verb);
+  let rest = restAfterVerb;
+  const bare = commands.find((c) => c.noun === noun && c.verb === '');
+  if (!cmd && bare) {
+    // A command with no verb (serve): everything after the noun is its arguments.
+    cmd = bare;
+    rest = verb === undefined ? [] : [verb, ...restAfterVerb];
+  }
   if (!cmd) {
     const forNoun = commands.filter((c) => c.noun === noun);
     if (forNoun.length && (!verb || verb === '--help' || verb === '-h')) {

@@ -1,0 +1,168 @@
+/**
+ * `flightdeck serve`: composes the daemon of one host. Embedded etcd (or the given cluster),
+ * the store, tokens, tasks, the host agent with its runtime, and the HTTP server. Stateless
+ * apart from the store and the data dir: it can be SIGKILLed and restarted at any time; VMs,
+ * their vdisk processes and the embedded etcd keep running and are taken over again.
+ */
+import { mkdir, readFile, chmod, rm } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { FdError, isErrno } from '../core/errors.js';
+import { writeFileAtomic } from '../core/atomic-file.js';
+import { createLogger, type Logger } from '../core/log.js';
+import { pidAlive, sleep } from '../core/process.js';
+import { ensureEmbeddedEtcd, etcdHealthy, stopEmbeddedEtcd } from '../cluster/etcd-process.js';
+import { Store } from '../cluster/store.js';
+import { TokenService } from '../cluster/tokens.js';
+import { TaskManager } from '../cluster/tasks.js';
+import { VmService } from '../cluster/vms.js';
+import { Catalog } from '../cluster/catalog.js';
+import { HostAgent } from '../cluster/host-agent.js';
+import { createLocalRuntime } from '../cluster/runtime-local.js';
+import { Provisioner } from '../cluster/provisioner.js';
+import { createServer } from './server.js';
+import { operations } from './operations/index.js';
+import { ensureSelfSignedCert } from './tls.js';
+import type { Services } from './services.js';
+
+export const VERSION = '0.1.0';
+export const DEFAULT_PORT = 8420;
+
+export interface DaemonOptions {
+  dataDir: string;
+  /** host:port; loopback by default. */
+  listen?: string;
+  /** Existing etcd endpoints; without them a private one-member etcd runs under the data dir. */
+  etcd?: string[];
+  hostName?: string;
+  log?: Logger;
+}
+
+export interface Daemon {
+  url: string;
+  svc: Services;
+  close(opts?: { stopEtcd?: boolean }): Promise<void>;
+}
+
+function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen);
+  if (!m)
+    throw new FdError('FD_BAD_LISTEN', `"${listen}" is not host:port`, { hint: 'e.g. 127.0.0.1:8420 or 0.0.0.0:8420' });
+  return { host: m[1] ?? m[2]!, port: Number(m[3]) };
+}
+
+const isLoopback = (host: string): boolean => host === 'localhost' || host.startsWith('127.') || host === '::1';
+
+async function claimDataDir(dataDir: string): Promise<void> {
+  const pidFile = join(dataDir, 'daemon.pid');
+  try {
+    const pid = Number((await readFile(pidFile, 'utf8')).trim());
+    if (pid && pid !== process.pid && pidAlive(pid)) {
+      const comm = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+      if (comm.includes('serve')) {
+        throw new FdError('FD_DAEMON_RUNNING', `a daemon (pid ${pid}) already serves ${dataDir}`, {
+          hint: 'stop it first, or use another --data-dir',
+          status: 409,
+        });
+      }
+    }
+  } catch (err) {
+    if (!isErrno(err, 'ENOENT')) throw err;
+  }
+  await writeFileAtomic(pidFile, `${process.pid}\n`);
+}
+
+async function ensureLocalToken(dataDir: string, tokens: TokenService): Promise<void> {
+  const file = join(dataDir, 'token');
+  try {
+    const existing = (await readFile(file, 'utf8')).trim();
+    if (await tokens.verify(existing)) return;
+  } catch (err) {
+    if (!isErrno(err, 'ENOENT')) throw err;
+  }
+  const { token } = await tokens.create('local-admin', 'admin');
+  await writeFileAtomic(file, token + '\n', { mode: 0o600 });
+  await chmod(file, 0o600);
+}
+
+export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
+  const log = opts.log ?? createLogger({ json: true, base: { svc: 'flightdeck' } });
+  const dataDir = opts.dataDir;
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await claimDataDir(dataDir);
+  const { host: listenHost, port } = parseListen(opts.listen ?? `127.0.0.1:${DEFAULT_PORT}`);
+  const hostName = opts.hostName ?? hostname();
+
+  const embedded = !opts.etcd?.length;
+  const endpoints = embedded ? [(await ensureEmbeddedEtcd(dataDir, log)).clientUrl] : opts.etcd!;
+  const store = new Store(endpoints);
+  const tokens = new TokenService(store);
+  await tokens.init();
+  await ensureLocalToken(dataDir, tokens);
+
+  const vms = new VmService(store);
+  const catalog = new Catalog(store);
+  const runtime = await createLocalRuntime({ dataDir, log, store });
+  const provisioner = new Provisioner({ store, catalog, dataDir, log, hostName });
+  const tls = isLoopback(listenHost) ? undefined : await ensureSelfSignedCert(dataDir, listenHost);
+  const url = `${tls ? 'https' : 'http'}://${listenHost.includes(':') ? `[${listenHost}]` : listenHost}:${port}`;
+  const agent = new HostAgent({
+    store,
+    vms,
+    runtime: runtime.runtime,
+    provisioner,
+    hostName,
+    apiUrl: url,
+    accel: runtime.accel,
+    version: VERSION,
+    log,
+  });
+  const tasks = new TaskManager(store, hostName, log);
+  await tasks.init();
+  const svc: Services = { hostName, dataDir, version: VERSION, store, tasks, tokens, vms, catalog, agent, log };
+  const app = await createServer(svc, operations, tls ? { tls } : {});
+  await app.listen({ host: listenHost, port });
+  const actualPort = (app.server.address() as { port: number }).port;
+  const finalUrl = url.replace(/:\d+$/, `:${actualPort}`);
+  agent.setApiUrl(finalUrl);
+  await agent.init();
+  await writeFileAtomic(
+    join(dataDir, 'daemon.json'),
+    JSON.stringify(
+      { url: finalUrl, pid: process.pid, host: hostName, ...(tls ? { certPath: tls.certPath } : {}) },
+      null,
+      2,
+    ) + '\n',
+  );
+  log.info('flightdeck serving', { url: finalUrl, dataDir, etcd: endpoints, host: hostName });
+
+  // Supervise the embedded etcd: if it dies, start it again on the same data and ports.
+  let supervising = embedded;
+  const supervise = (async () => {
+    while (supervising) {
+      await sleep(2000);
+      if (supervising && !(await etcdHealthy(endpoints[0]!, 1500))) {
+        log.warn('embedded etcd is not healthy; ensuring it runs');
+        await ensureEmbeddedEtcd(dataDir, log).catch((err: unknown) =>
+          log.error('etcd restart failed', { err: String(err) }),
+        );
+      }
+    }
+  })();
+
+  return {
+    url: finalUrl,
+    svc,
+    async close(closeOpts = {}) {
+      supervising = false;
+      await app.close();
+      await tasks.drain();
+      await agent.close();
+      await tokens.close();
+      store.close();
+      await supervise;
+      await rm(join(dataDir, 'daemon.pid'), { force: true });
+      if (embedded && closeOpts.stopEtcd) await stopEmbeddedEtcd(dataDir);
+    },
+  };
+}

@@ -1,0 +1,143 @@
+/** Operations on images, volumes (pool disks), networks and hosts. */
+import { isAbsolute } from 'node:path';
+import { z } from 'zod';
+import { FdError } from '../../core/errors.js';
+import { Name, Size } from '../../cluster/model.js';
+import { defineOperation, defineTaskOperation } from '../operation.js';
+
+const Loose = z.looseObject({});
+
+export const catalogOperations = [
+  defineOperation({
+    name: 'image.list',
+    summary: 'list images: the built-in tiny image, imported disks and ISOs',
+    http: { method: 'GET', path: '/images' },
+    input: z.strictObject({}),
+    output: z.array(Loose),
+    permission: 'read',
+    cli: { noun: 'image', verb: 'list', columns: ['name', 'kind', 'format', 'sizeBytes', 'host', 'createdAt'] },
+    run: ({ svc }) => svc.catalog.listImages(),
+  }),
+  defineOperation({
+    name: 'image.show',
+    summary: 'show one image',
+    http: { method: 'GET', path: '/images/:name' },
+    input: z.strictObject({ name: Name }),
+    output: Loose,
+    permission: 'read',
+    cli: { noun: 'image', verb: 'show', args: ['name'] },
+    run: ({ svc }, { name }) => svc.catalog.getImage(name),
+  }),
+  defineTaskOperation({
+    name: 'image.build',
+    summary: 'build the built-in tiny image (test and demo guest) from Debian packages',
+    http: { method: 'POST', path: '/images/:name/actions/build' },
+    input: z.strictObject({
+      name: z.literal('tiny').describe('which built-in image (tiny)'),
+      force: z
+        .union([z.boolean(), z.enum(['true', 'false'])])
+        .default(false)
+        .transform((v) => v === true || v === 'true')
+        .describe('rebuild even if cached'),
+    }),
+    permission: 'admin',
+    cli: { noun: 'image', verb: 'build', args: ['name'] },
+    run: async ({ svc }, { name, force }) => ({
+      title: `build image ${name}`,
+      target: { kind: 'image', id: name, name },
+      work: (t) => svc.agent.buildTinyImage(force, t),
+    }),
+  }),
+  defineTaskOperation({
+    name: 'image.import',
+    summary: 'import an ISO or a disk image (qcow2, raw, VMDK, VHD: converted to VHD)',
+    http: { method: 'POST', path: '/images' },
+    input: z.strictObject({
+      file: z.string().min(1).max(4096).describe("absolute path of the file on the daemon's host"),
+      name: Name.describe('image name'),
+    }),
+    permission: 'write',
+    cli: { noun: 'image', verb: 'import', args: ['file'] },
+    run: async ({ svc }, { file, name }) => {
+      if (!isAbsolute(file))
+        throw new FdError('FD_BAD_PATH', `"${file}" is not an absolute path`, { hint: 'give the full path' });
+      if (await svc.store.get(`images/${name}`))
+        throw new FdError('FD_IMAGE_EXISTS', `an image named ${name} exists`, { hint: 'choose another name' });
+      return {
+        title: `import image ${name}`,
+        target: { kind: 'image', id: name, name },
+        work: (t) => svc.agent.importImage(name, file, t),
+      };
+    },
+  }),
+  defineOperation({
+    name: 'image.delete',
+    summary: 'delete an image no VM uses',
+    http: { method: 'DELETE', path: '/images/:name' },
+    input: z.strictObject({ name: Name }),
+    output: Loose,
+    permission: 'write',
+    cli: { noun: 'image', verb: 'delete', args: ['name'] },
+    run: ({ svc }, { name }) => svc.agent.deleteImage(name),
+  }),
+  defineOperation({
+    name: 'volume.list',
+    summary: 'list disks in the storage pools',
+    http: { method: 'GET', path: '/disks' },
+    input: z.strictObject({}),
+    output: z.array(Loose),
+    permission: 'read',
+    cli: { noun: 'volume', verb: 'list', columns: ['name', 'format', 'sizeBytes', 'vmId', 'baseImage', 'path'] },
+    run: ({ svc }) => svc.catalog.listDisks(),
+  }),
+  defineOperation({
+    name: 'volume.show',
+    summary: 'show a pool disk with what the VHD engine reads from it',
+    http: { method: 'GET', path: '/disks/:id' },
+    input: z.strictObject({ id: z.string().max(64) }),
+    output: Loose,
+    permission: 'read',
+    cli: { noun: 'volume', verb: 'show', args: ['id'] },
+    run: ({ svc }, { id }) => svc.agent.diskInfo(id),
+  }),
+  defineTaskOperation({
+    name: 'volume.resize',
+    summary: 'grow a pool disk (the VM must be stopped)',
+    http: { method: 'POST', path: '/disks/:id/actions/resize' },
+    input: z.strictObject({ id: z.string().max(64), size: Size.describe('new size, e.g. 4G') }),
+    permission: 'write',
+    cli: { noun: 'volume', verb: 'resize', args: ['id'] },
+    run: async ({ svc }, { id, size }) => {
+      const d = await svc.catalog.getDisk(id);
+      return {
+        title: `resize ${d.name}`,
+        target: { kind: 'disk', id: d.id, name: d.name },
+        work: (t) => svc.agent.resizeDisk(d.id, size, t),
+      };
+    },
+  }),
+  defineOperation({
+    name: 'network.list',
+    summary: 'list networks',
+    http: { method: 'GET', path: '/networks' },
+    input: z.strictObject({}),
+    output: z.array(Loose),
+    permission: 'read',
+    cli: { noun: 'network', verb: 'list', columns: ['name', 'kind', 'bridge', 'cidr'] },
+    run: ({ svc }) => svc.catalog.listNetworks(),
+  }),
+  defineOperation({
+    name: 'host.list',
+    summary: 'list hosts with their state and capacity',
+    http: { method: 'GET', path: '/hosts' },
+    input: z.strictObject({}),
+    output: z.array(Loose),
+    permission: 'read',
+    cli: {
+      noun: 'host',
+      verb: 'list',
+      columns: ['name', 'state', 'cpus', 'memoryBytes', 'freeMemoryBytes', 'accel', 'apiUrl'],
+    },
+    run: ({ svc }) => svc.catalog.listHosts(),
+  }),
+];

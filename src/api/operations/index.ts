@@ -1,0 +1,8 @@
+/** Every API operation, in the order the docs and `flightdeck --help` list them. */
+import type { Operation } from '../operation.js';
+import { catalogOperations } from './catalog.js';
+import { taskOperations } from './tasks.js';
+import { tokenOperations } from './tokens.js';
+import { vmOperations } from './vms.js';
+
+export const operations: Operation[] = [...vmOperations, ...catalogOperations, ...taskOperations, ...tokenOperations];

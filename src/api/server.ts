@@ -1,0 +1,140 @@
+/**
+ * The HTTP server: every operation's route generated from its definition, bearer-token auth on
+ * every call, JSON errors with stable codes, the OpenAPI document, Server-Sent Events and
+ * Prometheus metrics. Listens on localhost unless told otherwise (then with TLS).
+ */
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { FdError } from '../core/errors.js';
+import type { TokenRecord } from '../cluster/tokens.js';
+import { badInput, toErrorReply } from './errors.js';
+import { inputInQuery, type Operation, type Permission } from './operation.js';
+import { buildOpenApi, docsPage } from './openapi.js';
+import type { Services } from './services.js';
+import { registerEvents } from './events.js';
+import { Metrics, registerMetrics } from './metrics.js';
+import { registerConsole } from './console.js';
+
+const ALLOWED: Record<TokenRecord['role'], Permission[]> = {
+  admin: ['read', 'write', 'admin'],
+  operator: ['read', 'write'],
+  viewer: ['read'],
+};
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    caller?: TokenRecord;
+  }
+}
+
+export interface ServerOptions {
+  tls?: { key: string; cert: string };
+}
+
+export async function authenticate(svc: Services, req: FastifyRequest): Promise<TokenRecord> {
+  const header = req.headers.authorization;
+  const query = (req.query as Record<string, unknown> | undefined)?.['access_token'];
+  const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : typeof query === 'string' ? query : undefined;
+  if (!token) {
+    throw new FdError('FD_UNAUTHORIZED', 'this call needs an API token', {
+      hint: 'send "Authorization: Bearer <token>"; the local token is in DATA_DIR/token',
+    });
+  }
+  const rec = await svc.tokens.verify(token);
+  if (!rec)
+    throw new FdError('FD_UNAUTHORIZED', 'the API token is not valid (revoked or mistyped)', {
+      hint: 'create a new one with "flightdeck token create"',
+    });
+  return rec;
+}
+
+export async function createServer(
+  svc: Services,
+  ops: Operation[],
+  opts: ServerOptions = {},
+): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: false,
+    bodyLimit: 4 * 1024 * 1024,
+    ...(opts.tls ? { https: { key: opts.tls.key, cert: opts.tls.cert } } : {}),
+  }) as unknown as FastifyInstance;
+  const metrics = new Metrics();
+
+  app.setErrorHandler((err, _req, reply) => {
+    const r = toErrorReply(err);
+    if (r.bug) svc.log.error('request failed with a bug', { err: String((err as Error).stack ?? err) });
+    void reply.status(r.status).send(r.body);
+  });
+  app.setNotFoundHandler((req, reply) => {
+    void reply.status(404).send({
+      error: {
+        code: 'FD_ROUTE_NOT_FOUND',
+        message: `no route ${req.method} ${req.url.split('?')[0]}`,
+        hint: 'see /api/v1/openapi.json',
+      },
+    });
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    metrics.observeRequest(req.routeOptions.url ?? 'unknown', req.method, reply.statusCode, reply.elapsedTime);
+  });
+
+  const requireAuth = async (req: FastifyRequest, perm: Permission): Promise<TokenRecord> => {
+    const rec = await authenticate(svc, req);
+    if (!ALLOWED[rec.role].includes(perm)) {
+      throw new FdError('FD_FORBIDDEN', `token "${rec.name}" (${rec.role}) may not do this (${perm})`, {
+        hint: 'use a token with a stronger role',
+      });
+    }
+    req.caller = rec;
+    return rec;
+  };
+
+  for (const op of ops) {
+    const url = '/api/v1' + op.http.path;
+    app.route({
+      method: op.http.method,
+      url,
+      handler: async (req: FastifyRequest, reply: FastifyReply) => {
+        const caller = await requireAuth(req, op.permission);
+        const query = { ...(req.query as Record<string, unknown>) };
+        const wait = query['wait'] === 'true' || query['wait'] === '1';
+        delete query['wait'];
+        delete query['access_token'];
+        const body = req.body;
+        if (
+          !inputInQuery(op.http.method) &&
+          body !== undefined &&
+          (typeof body !== 'object' || body === null || Array.isArray(body))
+        ) {
+          throw new FdError('FD_BAD_JSON', 'the request body must be a JSON object', {
+            hint: 'send {"field": value, ...}',
+          });
+        }
+        const raw = {
+          ...(inputInQuery(op.http.method) ? query : { ...query, ...(body as object | undefined) }),
+          ...(req.params as Record<string, string>),
+        };
+        const parsed = op.input.safeParse(raw);
+        if (!parsed.success) throw badInput(parsed.error.issues);
+        const ctx = { svc, caller: caller.name };
+        if (!op.task) {
+          const out = await op.run(ctx, parsed.data);
+          return reply.status(op.status ?? 200).send(out ?? null);
+        }
+        const plan = await op.run(ctx, parsed.data);
+        const task = await svc.tasks.run(op.name, plan.title, plan.target, (t) => plan.work(t));
+        void reply.header('Location', `/api/v1/tasks/${task.id}`);
+        if (wait) return reply.status(200).send(await svc.tasks.wait(task.id));
+        return reply.status(202).send(task);
+      },
+    });
+  }
+
+  const openapi = buildOpenApi(ops, svc.version);
+  app.get('/api/v1/openapi.json', async () => openapi);
+  app.get('/api/docs', async (_req, reply) => reply.type('text/html').send(docsPage()));
+  app.get('/api/v1/health', async () => ({ ok: true, host: svc.hostName, version: svc.version }));
+  registerEvents(app, svc, requireAuth);
+  registerMetrics(app, svc, metrics, requireAuth);
+  registerConsole(app, svc, requireAuth);
+  return app;
+}

@@ -1,0 +1,21 @@
+/** What operations can reach: the cluster-level services of the daemon that answers. */
+import type { Logger } from '../core/log.js';
+import type { Store } from '../cluster/store.js';
+import type { TaskManager } from '../cluster/tasks.js';
+import type { TokenService } from '../cluster/tokens.js';
+import type { VmService } from '../cluster/vms.js';
+import type { HostAgent } from '../cluster/host-agent.js';
+import type { Catalog } from '../cluster/catalog.js';
+
+export interface Services {
+  hostName: string;
+  dataDir: string;
+  version: string;
+  store: Store;
+  tasks: TaskManager;
+  tokens: TokenService;
+  vms: VmService;
+  catalog: Catalog;
+  agent: HostAgent;
+  log: Logger;
+}

@@ -1,0 +1,53 @@
+/** `flightdeck serve`: runs the daemon in the foreground until SIGTERM/SIGINT. */
+import { defineCommand, optString, type CommandDef } from '../command.js';
+import { startDaemon, DEFAULT_PORT } from '../../api/daemon.js';
+import { DEFAULT_DATA_DIR } from '../api-client.js';
+import { createLogger } from '../../core/log.js';
+
+export const serveCommands: CommandDef[] = [
+  defineCommand({
+    noun: 'serve',
+    verb: '',
+    summary: 'run the flightdeck daemon on this host (API, VMs, embedded etcd)',
+    options: {
+      listen: {
+        type: 'string',
+        description: `address to listen on (default 127.0.0.1:${DEFAULT_PORT}; TLS beyond localhost)`,
+        value: 'HOST:PORT',
+      },
+      etcd: {
+        type: 'string',
+        description: 'join an existing etcd (comma-separated URLs) instead of the private one',
+        value: 'URL,...',
+      },
+      'host-name': {
+        type: 'string',
+        description: 'name of this host in the cluster (default: hostname)',
+        value: 'NAME',
+      },
+      'stop-etcd': { type: 'boolean', description: 'also stop the private etcd when the daemon stops' },
+    },
+    async run(ctx, input) {
+      const dataDir = ctx.global.dataDir ?? DEFAULT_DATA_DIR;
+      const log = createLogger({ json: true, base: { svc: 'flightdeck' } });
+      const etcd = optString(input, 'etcd');
+      const hostName = optString(input, 'host-name');
+      const daemon = await startDaemon({
+        dataDir,
+        listen: optString(input, 'listen') ?? `127.0.0.1:${DEFAULT_PORT}`,
+        ...(etcd ? { etcd: etcd.split(',').map((s) => s.trim()) } : {}),
+        ...(hostName ? { hostName } : {}),
+        log,
+      });
+      process.stdout.write(JSON.stringify({ ready: true, url: daemon.url, dataDir, pid: process.pid }) + '\n');
+      await new Promise<void>((resolve) => {
+        const stop = (): void => resolve();
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+      });
+      log.info('stopping (VMs keep running)');
+      await daemon.close({ stopEtcd: input.opts['stop-etcd'] === true });
+      return undefined;
+    },
+  }),
+];

@@ -1,0 +1,301 @@
+/**
+ * The agent of one host: it runs the VMs the store says this host owns. It publishes the
+ * host's record and liveness, reattaches to VMs that kept running while the daemon was away,
+ * reconciles desired against actual state, applies restart policies, and executes the power
+ * actions that tasks ask for. Every action on a VM runs under that VM's lock, so parallel API
+ * calls on one VM are applied one after another and end in a consistent state.
+ */
+import { cpus, freemem, totalmem } from 'node:os';
+import { FdError } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import type { TaskHandle } from './tasks.js';
+import type { Store } from './store.js';
+import type { Runtime, RuntimeStatus, VmStats } from './runtime.js';
+import type { HostRecord, VmRecord, VmStatus } from './model.js';
+import type { VmService } from './vms.js';
+import type { Provisioner } from './provisioner.js';
+import type { VmCreateSpec } from './provisioner.js';
+
+const ALIVE_TTL_S = 3;
+
+export interface HostAgentOptions {
+  store: Store;
+  vms: VmService;
+  runtime: Runtime;
+  provisioner: Provisioner;
+  hostName: string;
+  apiUrl: string;
+  accel: string;
+  version: string;
+  log: Logger;
+}
+
+export class HostAgent {
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly statuses = new Map<string, VmStatus>();
+  private lease: ReturnType<Store['client']['lease']> | undefined;
+  private stopWatch: (() => Promise<void>) | undefined;
+  private closed = false;
+
+  constructor(private o: HostAgentOptions) {}
+
+  /** The API URL is known only once the server listens (port 0 picks one). */
+  setApiUrl(url: string): void {
+    this.o.apiUrl = url;
+  }
+
+  get hostName(): string {
+    return this.o.hostName;
+  }
+
+  async init(): Promise<void> {
+    const { store, hostName } = this.o;
+    const rec: HostRecord = {
+      name: hostName,
+      apiUrl: this.o.apiUrl,
+      state: 'online',
+      cpus: cpus().length,
+      memoryBytes: totalmem(),
+      freeMemoryBytes: freemem(),
+      accel: this.o.accel,
+      version: this.o.version,
+      startedAt: new Date().toISOString(),
+    };
+    const prev = await store.get<HostRecord>(`hosts/${hostName}`);
+    await store.put(`hosts/${hostName}`, {
+      ...rec,
+      state: prev?.value.state === 'maintenance' ? 'maintenance' : 'online',
+    });
+    this.lease = store.client.lease(ALIVE_TTL_S, { autoKeepAlive: true });
+    this.lease.on('lost', () => this.o.log.warn('host liveness lease lost; renewing'));
+    await store.put(`alive/${hostName}`, { name: hostName, since: rec.startedAt }, { lease: await this.lease.grant() });
+    await this.o.provisioner.init();
+
+    this.o.runtime.onChange((id, st) => void this.onRuntimeChange(id, st));
+    const mine = (await store.list<VmRecord>('vms/')).filter((v) => v.value.host === hostName).map((v) => v.value);
+    const found = await this.o.runtime.reattach(mine.map((v) => v.id));
+    for (const vm of mine) {
+      const st = found.get(vm.id) ?? { state: 'stopped' as const, pid: null, lastError: null };
+      await this.publish(vm.id, st);
+    }
+    for (const vm of mine)
+      void this.withLock(vm.id, () => this.reconcile(vm.id)).catch((err: unknown) =>
+        this.o.log.error('reconcile failed', { vm: vm.name, err: String(err) }),
+      );
+    this.stopWatch = await store.watch<VmRecord>('vms/', (e) => {
+      if (e.type === 'put' && e.value.host === hostName && !this.locks.has(e.value.id)) {
+        void this.withLock(e.value.id, () => this.reconcile(e.value.id)).catch(() => undefined);
+      }
+    });
+  }
+
+  /** Serializes actions on one VM. */
+  private withLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(id) ?? Promise.resolve();
+    const next = prev.catch(() => undefined).then(fn);
+    this.locks.set(id, next);
+    void next
+      .finally(() => {
+        if (this.locks.get(id) === next) this.locks.delete(id);
+      })
+      .catch(() => undefined);
+    return next;
+  }
+
+  private async publish(id: string, st: RuntimeStatus, restarts?: number): Promise<void> {
+    const prev = this.statuses.get(id);
+    const status: VmStatus = {
+      id,
+      host: this.o.hostName,
+      state: st.state,
+      pid: st.pid,
+      since: prev?.state === st.state ? prev.since : new Date().toISOString(),
+      lastError: st.lastError ?? (st.state === 'running' ? null : (prev?.lastError ?? null)),
+      restarts: restarts ?? prev?.restarts ?? 0,
+    };
+    this.statuses.set(id, status);
+    await this.o.store.put(`status/vms/${id}`, status);
+  }
+
+  /** Brings a VM's actual state to its desired state (after a restart, or a record change). */
+  private async reconcile(id: string): Promise<void> {
+    const rec = await this.o.store.get<VmRecord>(`vms/${id}`);
+    if (!rec || rec.value.host !== this.o.hostName || this.closed) return;
+    const vm = rec.value;
+    const st = await this.o.runtime.status(id);
+    const running = st.state === 'running' || st.state === 'paused';
+    if (vm.desired === 'running' && !running) {
+      // A crash is the runner's to handle by policy; reconcile only restores VMs that should
+      // run and are simply not there (host reboot, daemon killed mid-start).
+      if (st.state === 'crashed' || st.state === 'starting' || st.state === 'unknown') {
+        await this.publish(id, st);
+        return;
+      }
+      this.o.log.info('reconcile: starting VM that should run', { vm: vm.name, was: st.state });
+      await this.doStart(vm);
+    } else if (vm.desired === 'stopped' && running) {
+      this.o.log.info('reconcile: stopping VM that should be stopped', { vm: vm.name });
+      await this.o.runtime.stop(id, { graceful: false, timeoutMs: 0 });
+      await this.publish(id, await this.o.runtime.status(id));
+    } else {
+      await this.publish(id, st);
+    }
+  }
+
+  private async doStart(vm: VmRecord, restarts?: number): Promise<void> {
+    await this.publish(vm.id, { state: 'starting', pid: null, lastError: null }, restarts);
+    try {
+      await this.o.runtime.start(vm, this.o.log.child({ vm: vm.name }));
+    } catch (err) {
+      await this.publish(vm.id, {
+        state: 'crashed',
+        pid: null,
+        lastError: err instanceof Error ? err.message : String(err),
+      });
+      throw err;
+    }
+    await this.publish(vm.id, await this.o.runtime.status(vm.id));
+  }
+
+  /**
+   * The runner restarts by policy on its own; here the store learns what happened, and a guest
+   * that powered itself off (with a policy that does not restart it) becomes desired-stopped:
+   * that is what its owner wants now.
+   */
+  private async onRuntimeChange(id: string, st: RuntimeStatus): Promise<void> {
+    if (this.closed) return;
+    const restarted = st.state === 'running' && this.statuses.get(id)?.state !== 'running';
+    const prevRestarts = this.statuses.get(id)?.restarts ?? 0;
+    await this.publish(id, st, restarted && this.locks.has(id) === false ? prevRestarts : undefined);
+    if (!st.guestShutdown) return;
+    const rec = await this.o.store.get<VmRecord>(`vms/${id}`);
+    if (rec && rec.value.desired === 'running' && rec.value.restartPolicy !== 'always') {
+      await this.o.vms.update(id, (cur) => ({ ...cur, desired: 'stopped' }));
+    }
+  }
+
+  // ---- actions asked for by tasks ----
+
+  async checkCreate(spec: VmCreateSpec): Promise<void> {
+    await this.o.provisioner.check(spec);
+  }
+
+  async provisionVm(spec: VmCreateSpec, t: TaskHandle): Promise<VmRecord> {
+    return this.o.provisioner.provision(spec, this.o.hostName, t);
+  }
+
+  async startVm(id: string, t: TaskHandle): Promise<{ state: string }> {
+    return this.withLock(id, async () => {
+      const vm = await this.o.vms.update(id, (cur) => ({ ...cur, desired: 'running' }));
+      const st = await this.o.runtime.status(id);
+      if (st.state === 'running' || st.state === 'paused') {
+        t.log(`${vm.name} is already ${st.state}`);
+        return { state: st.state };
+      }
+      t.log(`starting ${vm.name} on ${this.o.hostName}`);
+      await this.doStart(vm);
+      t.log(`${vm.name} is running`);
+      return { state: 'running' };
+    });
+  }
+
+  async stopVm(id: string, opts: { graceful: boolean; timeoutMs: number }, t: TaskHandle): Promise<{ state: string }> {
+    return this.withLock(id, async () => {
+      const vm = await this.o.vms.update(id, (cur) => ({ ...cur, desired: 'stopped' }));
+      const st = await this.o.runtime.status(id);
+      if (st.state !== 'stopped' && st.state !== 'crashed') {
+        await this.publish(id, { ...st, state: 'stopping' });
+        t.log(
+          opts.graceful
+            ? `asking ${vm.name} to shut down (ACPI), forcing after ${opts.timeoutMs} ms`
+            : `powering ${vm.name} off`,
+        );
+        await this.o.runtime.stop(id, opts);
+      }
+      const after = await this.o.runtime.status(id);
+      await this.publish(id, after);
+      return { state: after.state };
+    });
+  }
+
+  async pauseVm(id: string, paused: boolean, _t: TaskHandle): Promise<{ state: string }> {
+    return this.withLock(id, async () => {
+      await this.o.runtime.setPaused(id, paused);
+      const st = await this.o.runtime.status(id);
+      await this.publish(id, st);
+      return { state: st.state };
+    });
+  }
+
+  async rebootVm(id: string, t: TaskHandle): Promise<{ state: string }> {
+    return this.withLock(id, async () => {
+      t.log('resetting the VM');
+      await this.o.runtime.reboot(id);
+      const st = await this.o.runtime.status(id);
+      await this.publish(id, st);
+      return { state: st.state };
+    });
+  }
+
+  async destroyVm(id: string, t: TaskHandle): Promise<{ deleted: string }> {
+    return this.withLock(id, async () => {
+      const rec = await this.o.store.get<VmRecord>(`vms/${id}`);
+      if (!rec) throw new FdError('FD_VM_NOT_FOUND', `no VM ${id}`);
+      const st = await this.o.runtime.status(id);
+      if (st.state !== 'stopped' && st.state !== 'crashed') {
+        t.log(`stopping ${rec.value.name}`);
+        await this.o.runtime.stop(id, { graceful: false, timeoutMs: 0 });
+      }
+      await this.o.runtime.cleanup(id);
+      await this.o.vms.remove(id);
+      this.statuses.delete(id);
+      await this.o.provisioner.removeVmDisks(rec.value, t);
+      return { deleted: rec.value.name };
+    });
+  }
+
+  serialSocket(id: string): Promise<string> {
+    return this.o.runtime.serialSocket(id);
+  }
+
+  logs(id: string, lines: number): Promise<{ serial: string[]; qemu: string[] }> {
+    return this.o.runtime.logs(id, lines);
+  }
+
+  async stats(): Promise<VmStats[]> {
+    const mine = (await this.o.vms.list()).filter(
+      (v) => v.host === this.o.hostName && (v.state === 'running' || v.state === 'paused'),
+    );
+    return this.o.runtime.stats(mine.map((v) => ({ id: v.id, name: v.name })));
+  }
+
+  // ---- images and disks, through the provisioner ----
+
+  buildTinyImage(force: boolean, t: TaskHandle): Promise<unknown> {
+    return this.o.provisioner.buildTinyImage(this.o.hostName, force, t);
+  }
+
+  importImage(name: string, file: string, t: TaskHandle): Promise<unknown> {
+    return this.o.provisioner.importImage(name, file, this.o.hostName, t);
+  }
+
+  deleteImage(name: string): Promise<unknown> {
+    return this.o.provisioner.deleteImage(name);
+  }
+
+  diskInfo(id: string): Promise<unknown> {
+    return this.o.provisioner.diskInfo(id);
+  }
+
+  resizeDisk(id: string, sizeBytes: number, t: TaskHandle): Promise<unknown> {
+    return this.o.provisioner.resizeDisk(id, sizeBytes, t);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.stopWatch?.();
+    await Promise.allSettled([...this.locks.values()]);
+    await this.lease?.revoke().catch(() => undefined);
+    await this.o.runtime.close();
+  }
+}

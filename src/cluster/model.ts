@@ -1,0 +1,119 @@
+/**
+ * The records of the desired state, as zod schemas: what a VM, a disk, an image and a network
+ * are at the platform level. The API validates input with these; the host agent compiles a
+ * VM record into the QEMU-level spec (src/qemu/spec.ts) where paths and sockets are known.
+ */
+import { z } from 'zod';
+import { NAME_RE } from '../core/ids.js';
+import { parseSize } from '../core/units.js';
+
+export const Name = z
+  .string()
+  .regex(NAME_RE, 'use 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit');
+
+/** A size in bytes, or a human size like "256M" (parsed once here, at the edge). */
+export const Size = z.union([z.number().int().nonnegative(), z.string().max(32)]).transform((v, ctx) => {
+  try {
+    return parseSize(v);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `"${v}" is not a size (write 256M, 2G or bytes)` });
+    return z.NEVER;
+  }
+});
+
+export const MIN_MEMORY_BYTES = 32 * 1024 * 1024;
+
+export const PowerState = z.enum(['running', 'stopped']);
+export const RestartPolicy = z.enum(['never', 'on-failure', 'always']);
+export const Mac = z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i, 'a MAC like 52:54:00:12:34:56');
+
+export const VmNic = z.strictObject({ id: z.string(), mac: Mac, network: Name });
+export const VmDiskRef = z.strictObject({ id: z.string(), diskId: z.string() });
+export const VmCdrom = z.strictObject({ id: z.string(), image: Name.nullable(), path: z.string().nullable() });
+
+export const VmRecord = z.strictObject({
+  id: z.uuid(),
+  name: Name,
+  cpus: z.number().int().min(1).max(64),
+  memoryBytes: z.number().int().min(MIN_MEMORY_BYTES),
+  machine: z.enum(['q35', 'pc']),
+  firmware: z.enum(['bios', 'uefi']),
+  boot: z.array(z.enum(['disk', 'cdrom', 'network'])),
+  /** Direct kernel boot, from an image that ships a kernel (the tiny image). */
+  kernelImage: Name.nullable(),
+  disks: z.array(VmDiskRef),
+  cdroms: z.array(VmCdrom),
+  nics: z.array(VmNic),
+  restartPolicy: RestartPolicy,
+  desired: PowerState,
+  /** Host that should run this VM (ownership; moves only by transaction). */
+  host: z.string(),
+  image: Name.nullable(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+});
+export type VmRecord = z.infer<typeof VmRecord>;
+
+export const VmActualState = z.enum(['stopped', 'starting', 'running', 'paused', 'stopping', 'crashed', 'unknown']);
+export type VmActualState = z.infer<typeof VmActualState>;
+
+/** Written by the host that runs the VM; what is, as opposed to what should be. */
+export interface VmStatus {
+  id: string;
+  host: string;
+  state: VmActualState;
+  pid: number | null;
+  since: string;
+  lastError: string | null;
+  restarts: number;
+}
+
+export const DiskRecord = z.strictObject({
+  id: z.string(),
+  name: Name,
+  pool: Name,
+  path: z.string(),
+  format: z.enum(['vhd', 'raw', 'qcow2']),
+  sizeBytes: z.number().int(),
+  /** Base image this disk is a differencing child of. */
+  baseImage: Name.nullable(),
+  vmId: z.string().nullable(),
+  host: z.string(),
+  createdAt: z.string(),
+});
+export type DiskRecord = z.infer<typeof DiskRecord>;
+
+export const ImageRecord = z.strictObject({
+  name: Name,
+  kind: z.enum(['disk', 'iso']),
+  path: z.string(),
+  format: z.enum(['vhd', 'raw', 'iso']),
+  sizeBytes: z.number().int(),
+  kernel: z.string().nullable(),
+  initrd: z.string().nullable(),
+  cmdline: z.string().nullable(),
+  host: z.string(),
+  createdAt: z.string(),
+});
+export type ImageRecord = z.infer<typeof ImageRecord>;
+
+export const NetworkRecord = z.strictObject({
+  name: Name,
+  kind: z.enum(['nat', 'user']),
+  bridge: z.string().nullable(),
+  cidr: z.string().nullable(),
+  createdAt: z.string(),
+});
+export type NetworkRecord = z.infer<typeof NetworkRecord>;
+
+export interface HostRecord {
+  name: string;
+  apiUrl: string;
+  state: 'online' | 'maintenance' | 'lost';
+  cpus: number;
+  memoryBytes: number;
+  freeMemoryBytes: number;
+  accel: string;
+  version: string;
+  startedAt: string;
+}

@@ -1,0 +1,47 @@
+/**
+ * What the host agent needs from the machinery that runs VMs on this host. The local
+ * implementation (runtime-local.ts) compiles a VM record into a QEMU spec and drives the host
+ * layer's VM runner; keeping this seam small is what lets the agent's reconcile logic be read
+ * (and tested) without QEMU in mind.
+ */
+import type { Logger } from '../core/log.js';
+import type { VmActualState, VmRecord } from './model.js';
+
+export interface RuntimeStatus {
+  state: VmActualState;
+  pid: number | null;
+  /** Why the VM is not running when it should be: QEMU's stderr tail, exit reason. */
+  lastError: string | null;
+  /** True when the guest itself powered off (as opposed to a crash). */
+  guestShutdown?: boolean;
+}
+
+export interface VmStats {
+  id: string;
+  name: string;
+  cpuSeconds?: number;
+  memoryBytes?: number;
+  rssBytes?: number;
+  diskReadBytes?: number;
+  diskWriteBytes?: number;
+  netRxBytes?: number;
+  netTxBytes?: number;
+}
+
+export interface Runtime {
+  /** Finds VMs left running by an earlier daemon and takes them over again. */
+  reattach(ids: string[]): Promise<Map<string, RuntimeStatus>>;
+  start(vm: VmRecord, log: Logger): Promise<void>;
+  stop(id: string, opts: { graceful: boolean; timeoutMs: number }): Promise<void>;
+  setPaused(id: string, paused: boolean): Promise<void>;
+  reboot(id: string): Promise<void>;
+  status(id: string): Promise<RuntimeStatus>;
+  serialSocket(id: string): Promise<string>;
+  logs(id: string, lines: number): Promise<{ serial: string[]; qemu: string[] }>;
+  stats(ids: { id: string; name: string }[]): Promise<VmStats[]>;
+  /** Removes what a stopped VM left on this host (run dir, sockets, taps). */
+  cleanup(id: string): Promise<void>;
+  /** Called when a VM's state changes on its own: crash, guest power-off, QEMU killed. */
+  onChange(listener: (id: string, status: RuntimeStatus) => void): void;
+  close(): Promise<void>;
+}
