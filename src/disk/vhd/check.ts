@@ -130,7 +130,9 @@ async function checkOne(path: string): Promise<Scan> {
     // The reference footer: the intact trailing one, else the intact copy, else the damaged one (to keep looking).
     const footer = tailFooter ?? (headDynamic ? headFooter : null) ?? unverified(tailBuf) ?? unverified(headBuf);
     if (!footer) {
-      add('FD_VHD_BAD_HEADER', 'the footer names no valid disk type');
+      // The footer has the cookie but a field that cannot be (absurd size, unknown type): say which.
+      const err = parseError(tailBuf) ?? (headBuf ? parseError(headBuf) : null);
+      add(err?.code ?? 'FD_VHD_BAD_HEADER', err?.message ?? 'the footer names no valid disk type');
       return { problems, parent: null };
     }
     if (footer.diskType !== 'fixed' && headBuf) {
@@ -337,6 +339,17 @@ function fixChecksum(buf: Buffer): Buffer {
   const fixed = Buffer.from(buf);
   fixed.writeUInt32BE(vhdChecksum(fixed, 64), 64);
   return fixed;
+}
+
+function parseError(buf: Buffer): { code: string; message: string } | null {
+  if (!hasFooterCookie(buf)) return null;
+  try {
+    parseFooter(buf, 'footer', false);
+    return null;
+  } catch (err) {
+    if (isFdError(err)) return { code: err.code, message: err.message };
+    throw err;
+  }
 }
 
 function safeParse(buf: Buffer): Footer | null {
