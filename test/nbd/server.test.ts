@@ -285,6 +285,55 @@ describe('NBD server lifecycle', () => {
     }
   });
 
+  test('a write queued behind an overlapping one when the fence comes never reaches the disk', async () => {
+    const { dev, server, socket } = await serve(dir, 'fence-queue', MiB);
+    try {
+      let writes = 0;
+      dev.beforeWrite = async () => {
+        if (writes++ === 0) await sleep(300);
+      };
+      const c = await RawClient.connect(socket);
+      await c.handshake();
+      c.request(1, 1, 0, 4096);
+      c.socket.write(Buffer.alloc(4096, 0xa1));
+      c.request(1, 2, 0, 4096);
+      c.socket.write(Buffer.alloc(4096, 0xa2));
+      await sleep(100); // both received; the second waits for the first
+      await server.fence();
+      assert.equal(writes, 1, 'only the write already at the device ran');
+      assert.deepEqual(await dev.read(0, 4096), Buffer.alloc(4096, 0xa1));
+      await c.waitClosed();
+    } finally {
+      await server.close();
+      await dev.close();
+    }
+  });
+
+  test('hundreds of pipelined requests (past the in-flight limit) all get their own reply', async () => {
+    const { dev, server, socket } = await serve(dir, 'pipeline', MiB);
+    try {
+      await dev.write(0, Buffer.from(Array.from({ length: 4096 }, (_, i) => i % 251)));
+      const c = await RawClient.connect(socket);
+      await c.handshake();
+      const n = 300;
+      for (let i = 0; i < n; i++) c.request(0, 1000 + i, (i % 8) * 512, 512);
+      const seen = new Set<number>();
+      for (let i = 0; i < n; i++) {
+        const r = await c.simpleReply();
+        assert.equal(r.error, 0);
+        const data = await c.read(512);
+        const k = (r.cookie - 1000) % 8;
+        assert.equal(data[0], (k * 512) % 251, `reply ${r.cookie} carries the data of its own offset`);
+        seen.add(r.cookie);
+      }
+      assert.equal(seen.size, n);
+      c.close();
+    } finally {
+      await server.close();
+      await dev.close();
+    }
+  });
+
   test('close flushes, removes the socket, and a stale socket file is replaced on start', async () => {
     const { dev, server, socket } = await serve(dir, 'close', MiB);
     await qemuIo(socket, ['write -P 0x44 0 4k']);

@@ -108,6 +108,11 @@ export class NbdConnection {
   private onData(chunk: Buffer): void {
     if (this.state === 'closed') return;
     this.inbound.push(chunk);
+    this.safeParse();
+  }
+
+  /** Parses what is queued; malformed input drops this client only. */
+  private safeParse(): void {
     try {
       this.parse();
     } catch (err) {
@@ -352,25 +357,29 @@ export class NbdConnection {
       this.paused = true;
       this.socket.pause();
     }
-    this.handle(req, payload)
-      .catch((err: unknown) => {
-        // A bug, not a device error (those are answered inside handle): log and drop the client.
-        this.ctx.log.error('nbd request handler failed', { err: String(err) });
-        this.destroy();
-      })
-      .finally(() => {
-        this.inFlight--;
-        if (this.paused && this.inFlight < MAX_IN_FLIGHT / 2 && this.state === 'transmission') {
-          this.paused = false;
-          this.socket.resume();
-          this.parse();
-        }
-        if (this.inFlight === 0 && this.draining) {
-          const d = this.draining;
-          this.draining = null;
-          d();
-        }
-      });
+    void this.run(req, payload);
+  }
+
+  private async run(req: Request, payload: Buffer | null): Promise<void> {
+    try {
+      await this.handle(req, payload);
+    } catch (err) {
+      // A bug, not a device error (those are answered inside handle): log and drop the client.
+      this.ctx.log.error('nbd request handler failed', { err: String(err) });
+      this.destroy();
+    } finally {
+      this.inFlight--;
+      if (this.paused && this.inFlight < MAX_IN_FLIGHT / 2 && this.state === 'transmission') {
+        this.paused = false;
+        this.socket.resume();
+        this.safeParse();
+      }
+      if (this.inFlight === 0 && this.draining) {
+        const d = this.draining;
+        this.draining = null;
+        d();
+      }
+    }
   }
 
   private async disconnect(): Promise<void> {
@@ -439,6 +448,9 @@ export class NbdConnection {
     );
     try {
       if (op.ready) await op.ready;
+      // Dropped (fenced, or the client went away) while queued behind an overlapping request:
+      // nobody will see the reply, and after a fence the disk must not change any more.
+      if (this.socket.destroyed) return;
       const fua = (req.flags & P.NBD_CMD_FLAG_FUA) !== 0;
       switch (req.type) {
         case P.NBD_CMD_READ:
