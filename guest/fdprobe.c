@@ -18,6 +18,9 @@
  *              only after the record holding n is written with O_DIRECT|O_DSYNC and fdatasync'd
  *   echo       TCP echo on fd.echo_port (default 7), IPv4 and IPv6
  *   powerbtn   on the ACPI power button: FD-POWERBTN #, sync, remount / read-only, power off
+ *   hotplug    every second: onlines hot-plugged CPUs, starts DHCP on new NICs, and prints
+ *              FD-CPUS <online> # and FD-MEM <MemTotal KiB> # at start and on every change
+ *              (vCPU hot-plug, memory hot-plug, the balloon)
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -297,6 +300,74 @@ static void powerbtn(void) {
   }
 }
 
+static int count_online_cpus(void) {
+  /* Hot-plugged CPUs arrive offline; udev would online them, this guest has no udev. */
+  DIR *d = opendir("/sys/devices/system/cpu");
+  struct dirent *e;
+  int online = 0;
+  while (d && (e = readdir(d))) {
+    if (strncmp(e->d_name, "cpu", 3) || e->d_name[3] < '0' || e->d_name[3] > '9') continue;
+    char path[300], c = '1';
+    snprintf(path, sizeof path, "/sys/devices/system/cpu/%s/online", e->d_name);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd >= 0) {
+      if (read(fd, &c, 1) == 1 && c == '0' && pwrite(fd, "1", 1, 0) == 1) c = '1';
+      close(fd);
+    }
+    if (c == '1') online++; /* cpu0 has no online file: always online */
+  }
+  if (d) closedir(d);
+  return online;
+}
+
+static long mem_total_kib(void) {
+  char buf[256];
+  int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  char *p = strstr(buf, "MemTotal:");
+  return p ? atol(p + 9) : -1;
+}
+
+#define MAX_NICS 64
+static void hotplug(void) {
+  char seen[MAX_NICS][256];
+  int nseen = 0, cpus = -1;
+  long mem = -1;
+  /* NICs present now are rcS's to configure; this process handles the ones added later. */
+  DIR *d = opendir("/sys/class/net");
+  struct dirent *e;
+  while (d && (e = readdir(d)) && nseen < MAX_NICS)
+    if (e->d_name[0] != '.') snprintf(seen[nseen++], sizeof seen[0], "%s", e->d_name);
+  if (d) closedir(d);
+  signal(SIGCHLD, SIG_IGN); /* udhcpc children reap themselves */
+  signal_ready();
+  for (;;) {
+    int c = count_online_cpus();
+    if (c != cpus) say("FD-CPUS %d", cpus = c);
+    long m = mem_total_kib();
+    if (m != mem) say("FD-MEM %ld", mem = m);
+    d = opendir("/sys/class/net");
+    while (d && (e = readdir(d))) {
+      if (e->d_name[0] == '.') continue;
+      int known = 0;
+      for (int i = 0; i < nseen && !known; i++) known = !strcmp(seen[i], e->d_name);
+      if (known || nseen == MAX_NICS) continue;
+      snprintf(seen[nseen++], sizeof seen[0], "%s", e->d_name);
+      if (fork() == 0) {
+        execl("/sbin/udhcpc", "udhcpc", "-i", e->d_name, "-s", "/etc/fd/udhcpc.script", "-b", "-t", "3", "-T", "1",
+              "-A", "3", (char *)NULL);
+        _exit(127);
+      }
+    }
+    if (d) closedir(d);
+    sleep(1);
+  }
+}
+
 int main(void) {
   read_cmdline();
   int console = open("/dev/console", O_WRONLY | O_NOCTTY | O_CLOEXEC);
@@ -305,7 +376,7 @@ int main(void) {
     dup2(console, STDERR_FILENO);
     close(console);
   }
-  void (*probes[])(void) = {heartbeat, uptime, counter, echo, powerbtn};
+  void (*probes[])(void) = {heartbeat, uptime, counter, echo, powerbtn, hotplug};
   int nprobes = (int)(sizeof probes / sizeof probes[0]);
   int pipefd[2];
   if (pipe(pipefd) < 0) return 1;

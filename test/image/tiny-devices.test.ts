@@ -114,6 +114,30 @@ test('ACPI power button shuts the tiny guest down cleanly with the counter on di
   }
 });
 
+test('tiny guest onlines a hot-plugged vCPU and runs DHCP on a hot-plugged NIC', async () => {
+  const { dir, disk } = await privateDisk(image);
+  dirs.push(dir);
+  const monitor = join(dir, 'mon.sock');
+  const guest = bootTiny(image, disk, {
+    machine: 'pc',
+    extraArgs: ['-smp', '1,maxcpus=2', '-monitor', `unix:${monitor},server=on,wait=off`],
+  });
+  try {
+    await guest.waitFor('ready');
+    await guest.waitFor('cpus', { where: (e) => e.online === 1 });
+    const before = guest.events.length;
+    await sendMonitor(monitor, 'device_add qemu64-x86_64-cpu,socket-id=0,core-id=1,thread-id=0,id=cpu1');
+    await guest.waitFor('cpus', { where: (e) => e.online === 2, from: before });
+    await sendMonitor(monitor, 'netdev_add user,id=hp0');
+    await sendMonitor(monitor, 'device_add virtio-net-pci,netdev=hp0,id=hpnic0,romfile=');
+    const ip = await guest.waitFor('ip', { from: before });
+    assert.equal(ip.address, '10.0.2.15', 'the hot-plugged NIC got a DHCP lease');
+    assert.equal(ip.dev, 'eth0');
+  } finally {
+    await guest.kill();
+  }
+});
+
 function sendMonitor(path: string, command: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const s = connect(path);

@@ -11,6 +11,8 @@ test('every probe line kind parses to its typed event', () => {
   assert.deepEqual(parseProbeLine('FD-COUNTER 7 #'), { kind: 'counter', n: 7n });
   assert.deepEqual(parseProbeLine('FD-COUNTER-START 6 #'), { kind: 'counter-start', n: 6n });
   assert.deepEqual(parseProbeLine('FD-UPTIME 12.34 #'), { kind: 'uptime', uptimeS: 12.34 });
+  assert.deepEqual(parseProbeLine('FD-CPUS 2 #'), { kind: 'cpus', online: 2 });
+  assert.deepEqual(parseProbeLine('FD-MEM 230000 #'), { kind: 'mem', totalKib: 230000 });
   assert.deepEqual(parseProbeLine('FD-READY uptime=2.10 #'), { kind: 'ready', uptimeS: 2.1 });
   assert.deepEqual(parseProbeLine('FD-IP 10.0.2.15 dev=eth0 mac=52:54:00:12:34:56 #'), {
     kind: 'ip',

@@ -14,6 +14,8 @@ export type ProbeEvent =
   | { kind: 'counter-start'; n: bigint }
   | { kind: 'counter-error'; detail: string }
   | { kind: 'uptime'; uptimeS: number }
+  | { kind: 'cpus'; online: number }
+  | { kind: 'mem'; totalKib: number }
   | { kind: 'ready'; uptimeS: number }
   | { kind: 'ip'; address: string; dev: string | undefined; mac: string | undefined }
   | { kind: 'seed'; key: string; value: string }
@@ -54,6 +56,12 @@ export function parseProbeLine(raw: string): ProbeEvent | null {
     case 'UPTIME':
       if (f.length !== 1 || !DECIMAL.test(f[0]!)) return null;
       return { kind: 'uptime', uptimeS: Number(f[0]) };
+    case 'CPUS':
+      if (f.length !== 1 || !UINT.test(f[0]!)) return null;
+      return { kind: 'cpus', online: Number(f[0]) };
+    case 'MEM':
+      if (f.length !== 1 || !UINT.test(f[0]!)) return null;
+      return { kind: 'mem', totalKib: Number(f[0]) };
     case 'READY': {
       const up = /^uptime=(\d+(?:\.\d+)?)$/.exec(rest);
       return up ? { kind: 'ready', uptimeS: Number(up[1]) } : null;

@@ -41,8 +41,11 @@ import { TINY_INITRAMFS_MODULES, TINY_ROOTFS_MODULES, builtinModules, collectMod
 import { makeExt4 } from './rootfs.js';
 import { rawToDynamicVhd } from './vhd.js';
 
-/** Kernel command line for direct kernel boot. loglevel=1 keeps printk off the console. */
-export const TINY_CMDLINE = 'console=ttyS0 root=/dev/vda quiet loglevel=1';
+/**
+ * Kernel command line for direct kernel boot. loglevel=1 keeps printk off the console;
+ * memhp_default_state=online makes hot-plugged memory usable without udev.
+ */
+export const TINY_CMDLINE = 'console=ttyS0 root=/dev/vda quiet loglevel=1 memhp_default_state=online';
 /** Guest TCP echo service port (fd.echo_port= on the cmdline changes it). */
 export const TINY_ECHO_PORT = 7;
 export const TINY_DISK_BYTES = 64 * 1024 * 1024;
