@@ -37,21 +37,46 @@ export class ByteReader {
     };
   }
 
-  private async fill(n: number): Promise<boolean> {
-    while (this.buf.length < n && !this.done) {
+  private async pull(): Promise<Buffer | undefined> {
+    while (!this.done) {
       const r = await this.it.next();
       if (r.done) this.done = true;
-      else if (r.value.length > 0) this.buf = this.buf.length === 0 ? r.value : Buffer.concat([this.buf, r.value]);
+      else if (r.value.length > 0) return r.value as Buffer;
     }
-    return this.buf.length >= n;
+    return undefined;
+  }
+
+  private async fill(n: number): Promise<boolean> {
+    while (this.buf.length < n) {
+      const next = await this.pull();
+      if (!next) return false;
+      this.buf = this.buf.length === 0 ? next : Buffer.concat([this.buf, next]);
+    }
+    return true;
   }
 
   /** Exactly n bytes, or fewer only when the stream ended (the caller decides if that is an error). */
   async read(n: number): Promise<Buffer> {
-    await this.fill(n);
-    const out = this.buf.subarray(0, Math.min(n, this.buf.length));
-    this.buf = this.buf.subarray(out.length);
-    this.position += out.length;
+    if (this.buf.length < n) {
+      // Copy only the n bytes asked for; the rest of the last chunk stays as it is.
+      const parts: Buffer[] = [this.buf];
+      let have = this.buf.length;
+      this.buf = Buffer.alloc(0);
+      while (have < n) {
+        const next = await this.pull();
+        if (!next) break;
+        const take = Math.min(next.length, n - have);
+        parts.push(next.subarray(0, take));
+        have += take;
+        if (take < next.length) this.buf = next.subarray(take);
+      }
+      const out = Buffer.concat(parts, have);
+      this.position += out.length;
+      return out;
+    }
+    const out = this.buf.subarray(0, n);
+    this.buf = this.buf.subarray(n);
+    this.position += n;
     return out;
   }
 

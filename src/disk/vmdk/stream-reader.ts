@@ -1,20 +1,15 @@
 /**
  * Converts a streamOptimized VMDK while it is read, front to back, without seeking: the way an
  * OVA member arrives. Every grain marker carries its own LBA, so the grain directory at the
- * end is not needed; the converter inflates grains (several at once, on libuv's pool) and hands
- * only non-zero data to the sink, which may be a dynamic VHD, a raw file or anything that
+ * end is not needed; the converter inflates each grain and hands only non-zero data to the sink, which may be a dynamic VHD, a raw file or anything that
  * takes positioned writes.
  */
-import { inflate, inflateRaw } from 'node:zlib';
-import { promisify } from 'node:util';
+import { inflateRawSync, inflateSync } from 'node:zlib';
 import { FdError } from '../../core/errors.js';
 import { ByteReader, type ByteSource } from './byte-reader.js';
 import { parseDescriptor, type VmdkDescriptor } from './descriptor.js';
 import { COMPRESSION_DEFLATE, SECTOR, isStreamOptimized, parseSparseHeader, type SparseHeader } from './header.js';
 import { GRAIN_MARKER_BYTES, MARKER_EOS, MARKER_FOOTER, MARKER_GD, MARKER_GT } from './markers.js';
-
-const inflateAsync = promisify(inflate);
-const inflateRawAsync = promisify(inflateRaw);
 
 export interface VmdkSink {
   /** Called once, before any write, with the virtual size; a sink may create its image here. */
@@ -25,7 +20,7 @@ export interface VmdkSink {
 export interface StreamVmdkOptions {
   /** Name for messages (the member or file name). */
   source?: string;
-  /** Grains inflated concurrently. */
+  /** Sink writes kept in flight while the next grains are parsed and inflated. */
   parallel?: number;
   /** Zero runs shorter than this inside a grain are written, not skipped (keeps writes large). */
   zeroGranularityBytes?: number;
@@ -125,7 +120,8 @@ async function convert(
   let writeChain: Promise<void> = Promise.resolve();
 
   const handleGrain = async (lba: number, compressed: Buffer): Promise<number> => {
-    const data = await inflateGrain(compressed, source, lba);
+    // Synchronous inflate: a 64 KiB grain takes ~0.2 ms, far less than a thread-pool round trip.
+    const data = inflateGrain(compressed, source, lba, grainBytes);
     const offset = lba * SECTOR;
     if (data.length > grainBytes) {
       throw new FdError(
@@ -208,13 +204,15 @@ async function convert(
   return { sizeBytes, grains, writtenBytes, readBytes: r.position, descriptor };
 }
 
-async function inflateGrain(compressed: Buffer, source: string, lba: number): Promise<Buffer> {
+function inflateGrain(compressed: Buffer, source: string, lba: number, grainBytes: number): Buffer {
+  // One output chunk the size of a grain: zlib's default 16 KiB chunks cost a concat per grain.
+  const zopts = { chunkSize: grainBytes + 1024 };
   try {
-    return await inflateAsync(compressed);
+    return inflateSync(compressed, zopts);
   } catch (zlibErr) {
     // Some writers emit raw deflate without the zlib wrapper.
     try {
-      return await inflateRawAsync(compressed);
+      return inflateRawSync(compressed, zopts);
     } catch {
       throw new FdError('FD_VMDK_BAD_GRAIN', `${source}: grain at sector ${lba} does not inflate`, {
         hint: 'the file is corrupt',
