@@ -11,6 +11,7 @@ const CHUNK = 64 * 1024;
 export class FileDevice implements BlockDevice {
   readonly allocated = new Set<number>();
   flushes = 0;
+  reads = 0;
   fuaWrites = 0;
   /** Called before every write reaches the file (tests delay writes with it). */
   beforeWrite: ((offset: number, length: number) => Promise<void>) | null = null;
@@ -35,6 +36,7 @@ export class FileDevice implements BlockDevice {
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
+    this.reads++;
     const buf = Buffer.allocUnsafe(length);
     const { bytesRead } = await this.fh.read(buf, 0, length, offset);
     if (bytesRead < length) buf.fill(0, bytesRead);

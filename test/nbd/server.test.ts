@@ -334,6 +334,23 @@ describe('NBD server lifecycle', () => {
     }
   });
 
+  test('a client that sends reads but never reads the replies stops being read (bounded memory)', async () => {
+    const { dev, server, socket } = await serve(dir, 'backlog', MiB);
+    try {
+      const c = await RawClient.connect(socket);
+      await c.handshake();
+      c.socket.pause(); // never read a reply
+      for (let i = 0; i < 1000; i++) c.request(0, i, 0, MiB); // 1000 MiB of replies asked for
+      await sleep(1000);
+      assert.ok(dev.reads > 10, `the server started answering (${dev.reads} reads)`);
+      assert.ok(dev.reads < 300, `the server stopped reading requests once replies piled up (${dev.reads} reads)`);
+      c.close();
+    } finally {
+      await server.close();
+      await dev.close();
+    }
+  });
+
   test('close flushes, removes the socket, and a stale socket file is replaced on start', async () => {
     const { dev, server, socket } = await serve(dir, 'close', MiB);
     await qemuIo(socket, ['write -P 0x44 0 4k']);

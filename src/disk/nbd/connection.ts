@@ -35,6 +35,10 @@ export interface ConnectionContext {
 const HOLE_DETECT_MIN_BYTES = 256 * 1024;
 /** Past this many requests in flight we stop reading the socket until some complete. */
 const MAX_IN_FLIGHT = 64;
+/** A client that has not finished the handshake by then is dropped. */
+const HANDSHAKE_TIMEOUT_MS = 30_000;
+/** Replies queued for a client that does not read them: past this we stop taking requests. */
+const MAX_QUEUED_REPLY_BYTES = 64 * 1024 * 1024;
 /** A BLOCK_STATUS reply never carries more descriptors than this (the client asks again). */
 const MAX_EXTENTS = 4096;
 const ZEROES_124 = Buffer.alloc(124);
@@ -58,6 +62,9 @@ export class NbdConnection {
   private noZeroes = false;
   private inFlight = 0;
   private paused = false;
+  /** Reading stopped because the client does not read its replies. */
+  private replyBacklog = false;
+  private handshakeTimer: NodeJS.Timeout | null;
   private corked = false;
   private wroteSinceFlush = false;
   private draining: (() => void) | null = null;
@@ -74,7 +81,21 @@ export class NbdConnection {
     socket.on('error', (err) => this.ctx.log.debug('nbd client socket error', { err: err.message }));
     socket.on('close', () => {
       this.state = 'closed';
+      this.endHandshakeTimer();
     });
+    socket.on('drain', () => {
+      if (!this.replyBacklog) return;
+      this.replyBacklog = false;
+      if (!this.paused) {
+        this.socket.resume();
+        this.safeParse();
+      }
+    });
+    this.handshakeTimer = setTimeout(() => {
+      this.ctx.log.warn('nbd client dropped', { reason: 'handshake not finished in time' });
+      this.destroy();
+    }, HANDSHAKE_TIMEOUT_MS);
+    this.handshakeTimer.unref();
     const hello = Buffer.allocUnsafe(18);
     hello.writeBigUInt64BE(P.NBD_MAGIC, 0);
     hello.writeBigUInt64BE(P.NBD_IHAVEOPT, 8);
@@ -98,6 +119,11 @@ export class NbdConnection {
     this.socket.destroySoon?.();
     setTimeout(() => this.socket.destroy(), 1000).unref();
     return this.closed;
+  }
+
+  private endHandshakeTimer(): void {
+    if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = null;
   }
 
   private quiesce(): Promise<void> {
@@ -143,7 +169,7 @@ export class NbdConnection {
         q.skip(16);
         this.handleOption(option, q.take(length));
       } else if (this.state === 'transmission') {
-        if (this.paused || this.disconnecting) return;
+        if (this.paused || this.replyBacklog || this.disconnecting) return;
         if (q.length < P.REQUEST_SIZE) return;
         const [b, o] = q.peek(P.REQUEST_SIZE);
         if (b.readUInt32BE(o) !== P.NBD_REQUEST_MAGIC) throw new Error('bad request magic');
@@ -222,6 +248,7 @@ export class NbdConnection {
         r.writeUInt16BE(this.transmissionFlags(), 8);
         this.socket.write(r);
         this.state = 'transmission';
+        this.endHandshakeTimer();
         return;
       }
       case P.NBD_OPT_ABORT:
@@ -299,7 +326,10 @@ export class NbdConnection {
     bs.writeUInt32BE(P.MAX_PAYLOAD_BYTES, 10);
     this.optionReply(option, P.NBD_REP_INFO, bs);
     this.optionReply(option, P.NBD_REP_ACK);
-    if (option === P.NBD_OPT_GO) this.state = 'transmission';
+    if (option === P.NBD_OPT_GO) {
+      this.state = 'transmission';
+      this.endHandshakeTimer();
+    }
   }
 
   private handleMetaContext(option: number, data: Buffer): void {
@@ -371,8 +401,10 @@ export class NbdConnection {
       this.inFlight--;
       if (this.paused && this.inFlight < MAX_IN_FLIGHT / 2 && this.state === 'transmission') {
         this.paused = false;
-        this.socket.resume();
-        this.safeParse();
+        if (!this.replyBacklog) {
+          this.socket.resume();
+          this.safeParse();
+        }
       }
       if (this.inFlight === 0 && this.draining) {
         const d = this.draining;
@@ -557,7 +589,10 @@ export class NbdConnection {
       this.socket.cork();
       setImmediate(() => this.uncork());
     }
-    this.socket.write(buf);
+    if (!this.socket.write(buf) && !this.replyBacklog && this.socket.writableLength > MAX_QUEUED_REPLY_BYTES) {
+      this.replyBacklog = true;
+      this.socket.pause();
+    }
   }
 
   private uncork(): void {
