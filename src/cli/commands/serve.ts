@@ -1,8 +1,10 @@
 /** `flightdeck serve`: runs the daemon in the foreground until SIGTERM/SIGINT. */
 import { defineCommand, optString, type CommandDef } from '../command.js';
-import { startDaemon, DEFAULT_PORT } from '../../api/daemon.js';
 import { DEFAULT_DATA_DIR } from '../api-client.js';
 import { createLogger } from '../../core/log.js';
+
+// Kept in step with api/daemon.ts; the daemon itself loads lazily so other commands start fast.
+const DEFAULT_PORT = 8420;
 
 export const serveCommands: CommandDef[] = [
   defineCommand({
@@ -32,6 +34,7 @@ export const serveCommands: CommandDef[] = [
       const log = createLogger({ json: true, base: { svc: 'flightdeck' } });
       const etcd = optString(input, 'etcd');
       const hostName = optString(input, 'host-name');
+      const { startDaemon } = await import('../../api/daemon.js');
       const daemon = await startDaemon({
         dataDir,
         listen: optString(input, 'listen') ?? `127.0.0.1:${DEFAULT_PORT}`,
