@@ -1,7 +1,7 @@
 /**
  * The fixtures in ../shared/fixtures/vhd read as their sources say. Sizes, types, UUIDs and the
  * SHA-256 of the virtual disk's bytes were verified by hand once against `qemu-img convert -f vpc
- * -O raw` and `vhdiinfo` (qemu-img 7.2, libvhdi 20221127) and are pinned here.
+ * -O raw` and `vhdiinfo` (qemu-img 7.2, vhdiinfo 20210425) and are pinned here.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -82,7 +82,8 @@ export async function mergeVhd(
     }
     start = journal.nextBlock;
   }
-  const parent = await VhdImage.open(parentPath, { write: true, noParent: true });
+  // With its own parents open, so a differencing parent's partial blocks keep reading through.
+  const parent = await VhdImage.open(parentPath, { write: true });
   let blocksMerged = 0;
   let bytesMerged = 0;
   try {
