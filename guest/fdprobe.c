@@ -71,6 +71,9 @@ static void say(const char *fmt, ...) {
 }
 
 static void read_cmdline(void) {
+  /* rcS passes the root disk; fd.counter_dev= on the kernel cmdline still wins. */
+  const char *env_dev = getenv("FD_COUNTER_DEV");
+  if (env_dev && *env_dev) snprintf(opt_counter_dev, sizeof opt_counter_dev, "%s", env_dev);
   char buf[4096];
   int fd = open("/proc/cmdline", O_RDONLY);
   if (fd < 0) return;
@@ -164,6 +167,25 @@ static void counter(void) {
       if (tries == 50) signal_ready(); /* do not hold up the boot forever */
       usleep(100000);
     }
+  }
+  /* The record goes outside the filesystem, so never write it to a disk that is not a tiny
+   * image (a kernel reused with another root disk): its ext4 must be labelled tiny-root and
+   * end before the record. */
+  unsigned char *sb = rec;
+  uint64_t fs_end = 0;
+  int ours = pread(fd, sb, 4096, 0) == 4096 && sb[1024 + 56] == 0x53 && sb[1024 + 57] == 0xef &&
+             !strncmp((const char *)sb + 1024 + 120, "tiny-root", 16);
+  if (ours) {
+    uint64_t blocks = (uint64_t)sb[1024 + 4] | (uint64_t)sb[1024 + 5] << 8 | (uint64_t)sb[1024 + 6] << 16 |
+                      (uint64_t)sb[1024 + 7] << 24;
+    fs_end = blocks * (1024ULL << sb[1024 + 24]);
+    ours = fs_end <= opt_counter_offset;
+  }
+  if (!ours) {
+    say("FD-COUNTER-ERROR %s is not a tiny image disk (ext4 label tiny-root ending before %llu): counter off",
+        opt_counter_dev, opt_counter_offset);
+    signal_ready();
+    for (;;) pause();
   }
   uint64_t n = 0;
   if (pread(fd, rec, COUNTER_RECORD_BYTES, (off_t)opt_counter_offset) == COUNTER_RECORD_BYTES &&

@@ -5,7 +5,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { run, waitFor } from '../../src/core/process.js';
@@ -89,6 +89,8 @@ test('ACPI power button shuts the tiny guest down cleanly with the counter on di
   const monitor = join(dir, 'mon.sock');
   const guest = bootTiny(image, disk, {
     machine: 'q35',
+    // Root found by label, as when the root disk is not the first one.
+    append: 'root=LABEL=tiny-root',
     extraArgs: ['-monitor', `unix:${monitor},server=on,wait=off`],
   });
   try {
@@ -114,16 +116,28 @@ test('ACPI power button shuts the tiny guest down cleanly with the counter on di
   }
 });
 
-test('tiny guest onlines a hot-plugged vCPU and runs DHCP on a hot-plugged NIC', async () => {
+test('tiny guest onlines a hot-plugged vCPU, runs DHCP on a hot-plugged NIC, never writes its counter to a foreign disk', async () => {
   const { dir, disk } = await privateDisk(image);
   dirs.push(dir);
   const monitor = join(dir, 'mon.sock');
+  const foreign = join(dir, 'data.raw');
+  await writeFile(foreign, Buffer.alloc(64 * 1024 * 1024));
   const guest = bootTiny(image, disk, {
     machine: 'pc',
-    extraArgs: ['-smp', '1,maxcpus=2', '-monitor', `unix:${monitor},server=on,wait=off`],
+    append: 'fd.counter_dev=/dev/vdb',
+    extraArgs: [
+      '-smp',
+      '1,maxcpus=2',
+      '-monitor',
+      `unix:${monitor},server=on,wait=off`,
+      '-drive',
+      `file=${foreign},format=raw,if=virtio`,
+    ],
   });
   try {
     await guest.waitFor('ready');
+    const refused = await guest.waitFor('counter-error');
+    assert.match(refused.detail, /not a tiny image disk/);
     await guest.waitFor('cpus', { where: (e) => e.online === 1 });
     const before = guest.events.length;
     await sendMonitor(monitor, 'device_add qemu64-x86_64-cpu,socket-id=0,core-id=1,thread-id=0,id=cpu1');
@@ -136,6 +150,16 @@ test('tiny guest onlines a hot-plugged vCPU and runs DHCP on a hot-plugged NIC',
   } finally {
     await guest.kill();
   }
+  assert.equal(
+    guest.events.some((e) => e.kind === 'counter'),
+    false,
+    'no durable counter on a disk that is not a tiny image',
+  );
+  assert.equal(await readCounterFromImage(foreign), null, 'the foreign disk was not written');
+  assert.ok(
+    (await readFile(foreign)).every((b) => b === 0),
+    'the foreign disk is still all zeros',
+  );
 });
 
 function sendMonitor(path: string, command: string): Promise<void> {
