@@ -255,3 +255,28 @@ test('check reports a broken parent link and a replaced parent', async () => {
     );
   });
 });
+
+test('merge into a differencing parent keeps the grandparent showing through', async () => {
+  await withTempDir(async (dir) => {
+    const base = join(dir, 'base.vhd');
+    await createVhd(base, { sizeBytes: 4 * MiB });
+    const b = await VhdImage.open(base, { write: true });
+    await b.write(0, pattern(4 * MiB, 11));
+    await b.close();
+    const mid = join(dir, 'mid.vhd');
+    await createDifferencingVhd(mid, base);
+    const m = await VhdImage.open(mid, { write: true });
+    await m.write(4096, pattern(4096, 12));
+    await m.close();
+    const top = join(dir, 'top.vhd');
+    await createDifferencingVhd(top, mid);
+    const t = await VhdImage.open(top, { write: true });
+    await t.write(512 * 3, pattern(512, 13));
+    await t.write(3 * MiB, pattern(8192, 14));
+    await t.close();
+    const expect = await readAll(top);
+    await mergeVhd(top);
+    assert.ok((await readAll(mid)).equals(expect));
+    assert.deepEqual((await checkVhd(mid)).problems, []);
+  });
+});
