@@ -35,6 +35,8 @@ export interface DaemonOptions {
   /** Existing etcd endpoints; without them a private one-member etcd runs under the data dir. */
   etcd?: string[];
   hostName?: string;
+  /** The default network of a new installation (nat: a bridge with DHCP; user: QEMU's slirp). */
+  defaultNetwork?: 'nat' | 'user';
   log?: Logger;
 }
 
@@ -103,7 +105,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const vms = new VmService(store);
   const catalog = new Catalog(store);
   const runtime = await createLocalRuntime({ dataDir, log, store });
-  const provisioner = new Provisioner({ store, catalog, dataDir, log, hostName });
+  const provisioner = new Provisioner({
+    store,
+    catalog,
+    dataDir,
+    log,
+    hostName,
+    defaultNetwork: opts.defaultNetwork ?? 'nat',
+  });
   const tls = isLoopback(listenHost) ? undefined : await ensureSelfSignedCert(dataDir, listenHost);
   const url = `${tls ? 'https' : 'http'}://${listenHost.includes(':') ? `[${listenHost}]` : listenHost}:${port}`;
   const agent = new HostAgent({

@@ -20,11 +20,16 @@ import { convertDisk } from '../disk/convert.js';
 import { resizeVhd } from '../disk/vhd/resize.js';
 import { diskInfo } from '../disk/vhd/info.js';
 import { buildTinyImage, TINY_MIN_MEMORY_BYTES } from '../host/images/tiny.js';
+import { bridgesAllowed, HostNetworks } from '../host/network.js';
 import type { Catalog } from './catalog.js';
 import type { DiskRecord, ImageRecord, NetworkRecord, VmRecord } from './model.js';
 import type { Store } from './store.js';
 import type { TaskHandle } from './tasks.js';
 import { createHash } from 'node:crypto';
+
+/** The default NAT network of a host: guests get 10.88.0.x by DHCP and reach out through NAT. */
+export const DEFAULT_BRIDGE = 'fdbr0';
+export const DEFAULT_SUBNET = '10.88.0.0/24';
 
 export interface VmCreateSpec {
   name: string;
@@ -40,6 +45,8 @@ export interface VmCreateSpec {
 }
 
 export interface ProvisionerOptions {
+  /** What the default network is on a new installation: a NAT bridge, or user-mode networking. */
+  defaultNetwork: 'nat' | 'user';
   store: Store;
   catalog: Catalog;
   dataDir: string;
@@ -51,23 +58,33 @@ export class Provisioner {
   readonly poolDir: string;
   readonly imagesDir: string;
 
+  private readonly networks: HostNetworks;
+
   constructor(private readonly o: ProvisionerOptions) {
     this.poolDir = join(o.dataDir, 'pools', 'default');
     this.imagesDir = join(o.dataDir, 'images');
+    this.networks = new HostNetworks({ dataDir: o.dataDir });
   }
 
   async init(): Promise<void> {
     await mkdir(join(this.poolDir, 'vms'), { recursive: true });
     await mkdir(this.imagesDir, { recursive: true });
-    const net: NetworkRecord = {
-      name: 'default',
-      kind: 'user',
-      bridge: null,
-      cidr: '10.0.2.0/24',
-      createdAt: new Date().toISOString(),
-    };
+    const createdAt = new Date().toISOString();
+    const net: NetworkRecord =
+      this.o.defaultNetwork === 'nat' && (await bridgesAllowed())
+        ? { name: 'default', kind: 'nat', bridge: DEFAULT_BRIDGE, cidr: DEFAULT_SUBNET, createdAt }
+        : { name: 'default', kind: 'user', bridge: null, cidr: '10.0.2.0/24', createdAt };
     await this.o.store.create(`networks/default`, net);
+    await this.ensureNetworks();
     await this.sweepOrphans();
+  }
+
+  /** Brings up every NAT network's bridge, rules and DHCP on this host (idempotent). */
+  async ensureNetworks(): Promise<void> {
+    for (const n of (await this.o.store.list<NetworkRecord>('networks/')).map((x) => x.value)) {
+      if (n.kind !== 'nat' || !n.bridge || !n.cidr) continue;
+      await this.networks.ensure({ name: n.name, bridge: n.bridge, subnet: n.cidr, nat: true, dhcp: true });
+    }
   }
 
   /** Removes VM directories that no record references (a create that died before its commit). */

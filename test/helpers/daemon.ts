@@ -35,10 +35,14 @@ export class TestDaemon {
   }
 
   async startProcess(): Promise<void> {
-    const child = spawn(process.execPath, [CLI, 'serve', '--data-dir', this.dataDir, '--listen', '127.0.0.1:0'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, FLIGHTDECK_ACCEL: 'tcg' },
-    });
+    const child = spawn(
+      process.execPath,
+      [CLI, 'serve', '--data-dir', this.dataDir, '--listen', '127.0.0.1:0', '--default-network', 'user'],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, FLIGHTDECK_ACCEL: 'tcg' },
+      },
+    );
     this.child = child;
     let out = '';
     child.stdout!.on('data', (b: Buffer) => (out += b.toString()));

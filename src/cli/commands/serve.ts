@@ -2,6 +2,7 @@
 import { defineCommand, optString, type CommandDef } from '../command.js';
 import { DEFAULT_DATA_DIR } from '../api-client.js';
 import { createLogger } from '../../core/log.js';
+import { FdError } from '../../core/errors.js';
 
 // Kept in step with api/daemon.ts; the daemon itself loads lazily so other commands start fast.
 const DEFAULT_PORT = 8420;
@@ -27,12 +28,21 @@ export const serveCommands: CommandDef[] = [
         description: 'name of this host in the cluster (default: hostname)',
         value: 'NAME',
       },
+      'default-network': {
+        type: 'string',
+        description: 'default network of a new installation: nat (bridge fdbr0, DHCP) or user',
+        value: 'nat|user',
+      },
       'stop-etcd': { type: 'boolean', description: 'also stop the private etcd when the daemon stops' },
     },
     async run(ctx, input) {
       const dataDir = ctx.global.dataDir ?? DEFAULT_DATA_DIR;
       const log = createLogger({ json: true, base: { svc: 'flightdeck' } });
       const etcd = optString(input, 'etcd');
+      const net = optString(input, 'default-network');
+      if (net !== undefined && net !== 'nat' && net !== 'user') {
+        throw new FdError('FD_CLI_BAD_ARGS', `--default-network must be nat or user, not "${net}"`);
+      }
       const hostName = optString(input, 'host-name');
       const { startDaemon } = await import('../../api/daemon.js');
       const daemon = await startDaemon({
@@ -40,6 +50,7 @@ export const serveCommands: CommandDef[] = [
         listen: optString(input, 'listen') ?? `127.0.0.1:${DEFAULT_PORT}`,
         ...(etcd ? { etcd: etcd.split(',').map((s) => s.trim()) } : {}),
         ...(hostName ? { hostName } : {}),
+        defaultNetwork: optString(input, 'default-network') === 'user' ? 'user' : 'nat',
         log,
       });
       process.stdout.write(JSON.stringify({ ready: true, url: daemon.url, dataDir, pid: process.pid }) + '\n');
