@@ -19,11 +19,11 @@ export const nbdUrl = (socket: string, exportName = ''): string => `nbd+unix:///
 export async function qemuIo(
   socket: string,
   cmds: string[],
-  opts: { allowFail?: boolean; readOnly?: boolean } = {},
+  opts: { allowFail?: boolean; readOnly?: boolean; /** instead of the default export on `socket` */ url?: string } = {},
 ): Promise<string> {
   const res = await run(
     'qemu-io',
-    ['-f', 'raw', ...(opts.readOnly ? ['-r'] : []), ...cmds.flatMap((c) => ['-c', c]), nbdUrl(socket)],
+    ['-f', 'raw', ...(opts.readOnly ? ['-r'] : []), ...cmds.flatMap((c) => ['-c', c]), opts.url ?? nbdUrl(socket)],
     {
       allowFail: true,
     },
@@ -37,6 +37,18 @@ export async function qemuIo(
 
 export function qemuImg(args: string[], opts: { allowFail?: boolean } = {}): Promise<RunResult> {
   return run('qemu-img', args, opts);
+}
+
+/** True when something accepts connections on the unix socket. */
+export function canConnect(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createConnection(path);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
 }
 
 /** A minimal NBD client speaking the raw protocol, for malformed-input tests. */
