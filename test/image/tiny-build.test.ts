@@ -6,9 +6,10 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { isFdError } from '../../src/core/errors.js';
 import { openDisk } from '../../src/disk/open.js';
 import { buildTinyImage, tinyImagePaths } from '../../src/host/images/tiny.js';
 
@@ -42,6 +43,16 @@ test('concurrent builds share one cache entry; a rebuild elsewhere is byte-ident
   assert.equal(other.key, one.key);
   for (const f of ['kernel', 'initrd', 'disk'] as const)
     assert.equal(await sha(other[f]), await sha(one[f]), `${f} is byte-identical after a rebuild`);
+});
+
+test('a cache dir that cannot be used is a coded error, and nothing is built', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fd-tiny-cache-bad-'));
+  temps.push(dir);
+  await writeFile(join(dir, 'file'), 'not a directory');
+  await assert.rejects(buildTinyImage({ cacheDir: join(dir, 'file') }), (e) =>
+    isFdError(e, 'FD_IMAGE_CACHE_UNWRITABLE'),
+  );
+  assert.deepEqual(await readdir(dir), ['file']);
 });
 
 test('the VHD read through our engine is the raw disk the recipe made', async () => {

@@ -13,6 +13,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import {
+  access,
   chmod,
   copyFile,
   lstat,
@@ -157,7 +158,16 @@ async function resolveInputs(): Promise<Inputs> {
 /** Builds the tiny image unless the cache already holds it; returns where its artifacts are. */
 export async function buildTinyImage(opts: BuildTinyOptions = {}): Promise<TinyImage> {
   const cacheRoot = join(opts.cacheDir ?? defaultImageCacheDir(), 'tiny');
-  await mkdir(cacheRoot, { recursive: true });
+  try {
+    await mkdir(cacheRoot, { recursive: true });
+    await access(cacheRoot, fsConstants.W_OK);
+  } catch (err) {
+    if (!['EACCES', 'EPERM', 'ENOTDIR', 'EEXIST', 'EROFS'].some((c) => isErrno(err, c))) throw err;
+    throw new FdError('FD_IMAGE_CACHE_UNWRITABLE', `cannot use ${cacheRoot} as the image cache`, {
+      hint: 'set FLIGHTDECK_IMAGE_CACHE (or pass cacheDir) to a writable directory',
+      cause: err,
+    });
+  }
   const inputs = await resolveInputs();
   const finalDir = join(cacheRoot, inputs.key);
   const result = (built: boolean): TinyImage => ({
