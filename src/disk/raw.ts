@@ -2,13 +2,12 @@
  * A raw image file as a BlockDevice: byte i of the disk is byte i of the file. Used for raw
  * sources and targets of convert and for raw disks served over NBD.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { isErrno } from '../core/errors.js';
 import { run } from '../core/process.js';
 import type { BlockDevice, Extent, WriteOptions } from './block-device.js';
 import { vhdError } from './vhd/errors.js';
-import { readInto, writeAt } from './vhd/io.js';
+import { openImageFile, readInto, writeAt } from './vhd/io.js';
 
 const ZERO_CHUNK = 4 * 1024 * 1024;
 
@@ -31,13 +30,7 @@ export class RawImage implements BlockDevice {
    */
   static async open(path: string, opts: { write?: boolean; mapHoles?: boolean } = {}): Promise<RawImage> {
     const abs = resolve(path);
-    let fh: FileHandle;
-    try {
-      fh = await open(abs, opts.write ? 'r+' : 'r');
-    } catch (err) {
-      if (isErrno(err, 'ENOENT')) throw vhdError('FD_DISK_NOT_FOUND', `${abs} does not exist`, 'check the path', err);
-      throw err;
-    }
+    const fh: FileHandle = await openImageFile(abs, opts.write ? 'r+' : 'r');
     const st = await fh.stat();
     if (!st.isFile()) {
       await fh.close();

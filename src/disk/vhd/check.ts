@@ -7,9 +7,9 @@
  * is rebuilt from the intact copy at offset 0 (and written where the data ends), a damaged or
  * stale copy at 0 is rewritten from the intact trailing footer. Anything else is reported.
  */
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { stat, type FileHandle } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { isErrno, isFdError } from '../../core/errors.js';
+import { isFdError } from '../../core/errors.js';
 import { batBytes, bitmapBytes, parseBat, UNUSED } from './bat.js';
 import { locatorInFile } from './chain.js';
 import {
@@ -21,11 +21,10 @@ import {
   parseDynamicHeader,
   type DynamicHeader,
 } from './dynamic-header.js';
-import { vhdError } from './errors.js';
 import { FOOTER_SIZE, footerChecksumOk, hasFooterCookie, parseFooter, vhdChecksum, type Footer } from './footer.js';
 import { MAX_VHD_BYTES, virtualSizeOf } from './geometry.js';
 import { VhdImage } from './image.js';
-import { readAt, roundUp, SECTOR, writeAt } from './io.js';
+import { openImageFile, readAt, roundUp, SECTOR, writeAt } from './io.js';
 
 export interface Problem {
   code: string;
@@ -85,13 +84,7 @@ async function checkOne(path: string): Promise<Scan> {
   const add = (code: string, message: string, repairable = false): void => {
     problems.push({ code, message, path, repairable });
   };
-  let fh: FileHandle;
-  try {
-    fh = await open(path, 'r');
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) throw vhdError('FD_DISK_NOT_FOUND', `${path} does not exist`, 'check the path', err);
-    throw err;
-  }
+  const fh: FileHandle = await openImageFile(path, 'r');
   try {
     const fileSize = (await fh.stat()).size;
     if (fileSize < FOOTER_SIZE) {
@@ -383,7 +376,7 @@ async function dataEndOf(path: string): Promise<number> {
 
 async function repairFooters(path: string, fixable: Problem[]): Promise<void> {
   const fileSize = (await stat(path)).size;
-  const fh = await open(path, 'r+');
+  const fh = await openImageFile(path, 'r+');
   try {
     const tail = await readAt(fh, fileSize - FOOTER_SIZE, FOOTER_SIZE, 'the footer');
     const head = await readAt(fh, 0, FOOTER_SIZE, 'the footer copy');
@@ -407,7 +400,7 @@ async function repairFooters(path: string, fixable: Problem[]): Promise<void> {
       // VhdImage opens from the copy at 0 when the tail is bad, so it can tell us where the data ends.
       await fh.close().catch(() => undefined);
       const end = await dataEndOf(path);
-      const w = await open(path, 'r+');
+      const w = await openImageFile(path, 'r+');
       try {
         await writeAt(w, end, head);
         await w.truncate(end + FOOTER_SIZE);

@@ -109,12 +109,21 @@ export function checkBlockSize(blockSize: number): void {
   }
 }
 
+/** A new image's path must be free and its directory must exist. */
 export async function assertAbsent(path: string): Promise<void> {
   try {
     await stat(path);
   } catch (err) {
-    if (isErrno(err, 'ENOENT')) return;
-    throw err;
+    if (!isErrno(err, 'ENOENT') && !isErrno(err, 'ENOTDIR')) throw err;
+    const dir = dirname(path);
+    const st = await stat(dir).catch((e: unknown) => {
+      if (isErrno(e, 'ENOENT') || isErrno(e, 'ENOTDIR')) return null;
+      throw e;
+    });
+    if (!st?.isDirectory()) {
+      throw vhdError('FD_DISK_NOT_FOUND', `directory ${dir} does not exist`, 'create the directory first', err);
+    }
+    return;
   }
   throw vhdError('FD_DISK_EXISTS', `${path} already exists`, 'remove it first or pick another name');
 }

@@ -13,9 +13,8 @@
  * Metadata changes are serialized by a mutex; reads run concurrently and see the in-memory
  * BAT/bitmaps, which change only after the matching bytes are on disk.
  */
-import { open, realpath, type FileHandle } from 'node:fs/promises';
+import { realpath, type FileHandle } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { isErrno } from '../../core/errors.js';
 import type { BlockDevice, Extent, WriteOptions } from '../block-device.js';
 import { allSet, bitmapBytes, bitRuns, parseBat, setBits, UNUSED } from './bat.js';
 import { isFile, MAX_CHAIN_DEPTH, parentCandidates, readLocators } from './chain.js';
@@ -31,7 +30,7 @@ import {
   type Footer,
 } from './footer.js';
 import { MAX_VHD_BYTES, virtualSizeOf } from './geometry.js';
-import { Mutex, readAt, readInto, roundUp, SECTOR, writeAt } from './io.js';
+import { Mutex, openImageFile, readAt, readInto, roundUp, SECTOR, writeAt } from './io.js';
 
 export interface VhdOpenOptions {
   write?: boolean;
@@ -109,16 +108,7 @@ export class VhdImage implements BlockDevice {
 
   static async open(path: string, opts: VhdOpenOptions = {}): Promise<VhdImage> {
     const abs = resolve(path);
-    let fh: FileHandle;
-    try {
-      fh = await open(abs, opts.write ? 'r+' : 'r');
-    } catch (err) {
-      if (isErrno(err, 'ENOENT')) {
-        throw vhdError('FD_DISK_NOT_FOUND', `${abs} does not exist`, 'check the path', err);
-      }
-      if (isErrno(err, 'EISDIR')) throw vhdError('FD_DISK_BAD_FORMAT', `${abs} is a directory, not a disk image`);
-      throw err;
-    }
+    const fh = await openImageFile(abs, opts.write ? 'r+' : 'r');
     try {
       return await VhdImage.openHandle(abs, fh, opts);
     } catch (err) {

@@ -2,8 +2,29 @@
  * Positioned reads and writes that never return short: a short read means the file ends before
  * the structure we expected, which is the stable FD_VHD_TRUNCATED error, not a silent zero fill.
  */
-import type { FileHandle } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
+import { isErrno } from '../../core/errors.js';
 import { vhdError } from './errors.js';
+
+/** Opens an image file; the errors a user can cause (missing, a directory, no permission) get codes. */
+export async function openImageFile(path: string, flags: 'r' | 'r+'): Promise<FileHandle> {
+  try {
+    return await open(path, flags);
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) throw vhdError('FD_DISK_NOT_FOUND', `${path} does not exist`, 'check the path', err);
+    if (isErrno(err, 'EISDIR'))
+      throw vhdError('FD_DISK_BAD_FORMAT', `${path} is a directory, not a disk image`, undefined, err);
+    if (isErrno(err, 'EACCES') || isErrno(err, 'EPERM') || isErrno(err, 'EROFS')) {
+      throw vhdError(
+        'FD_DISK_READ_ONLY',
+        `${path} cannot be opened for ${flags === 'r' ? 'reading' : 'writing'} (${(err as NodeJS.ErrnoException).code})`,
+        flags === 'r' ? 'check the file permissions' : 'make the file writable, or work on a copy',
+        err,
+      );
+    }
+    throw err;
+  }
+}
 
 export async function readAt(
   fh: FileHandle,
