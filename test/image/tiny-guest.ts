@@ -8,20 +8,19 @@ import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ProbeParser, type ProbeEvent } from '../../src/host/images/probes.js';
+import { ProbeWatcher, type EventOf, type StampedEvent, type WaitOptions } from '../../src/host/images/probe-watch.js';
+import type { ProbeEvent } from '../../src/host/images/probes.js';
 import type { TinyImage } from '../../src/host/images/tiny.js';
 
-export type Stamped = ProbeEvent & { atMs: number };
+export type Stamped = StampedEvent;
 
 export interface TinyGuest {
   child: ChildProcess;
+  watch: ProbeWatcher;
   events: Stamped[];
   console(): string;
-  /** Resolves with the first event (after `from`) that matches; rejects if QEMU exits or time runs out. */
-  waitFor<K extends ProbeEvent['kind']>(
-    kind: K,
-    opts?: { where?: (e: Extract<Stamped, { kind: K }>) => boolean; timeoutMs?: number; from?: number },
-  ): Promise<Extract<Stamped, { kind: K }>>;
+  /** The first event (after `from`) that matches; rejects with the console tail if QEMU exits or time runs out. */
+  waitFor<K extends ProbeEvent['kind']>(kind: K, opts?: WaitOptions<K>): Promise<EventOf<K>>;
   kill(signal?: NodeJS.Signals): Promise<void>;
   exited: Promise<number | null>;
 }
@@ -81,61 +80,23 @@ export function bootTiny(
     ],
     { stdio: ['pipe', 'pipe', 'pipe'] },
   );
-  const parser = new ProbeParser();
-  const events: Stamped[] = [];
-  let text = '';
-  const waiters = new Set<() => void>();
-  child.stdout!.on('data', (chunk: Buffer) => {
-    text += chunk.toString('latin1');
-    if (text.length > 1 << 20) text = text.slice(-(1 << 19));
-    const atMs = performance.now();
-    for (const e of parser.push(chunk)) events.push({ ...e, atMs });
-    for (const w of waiters) w();
-  });
+  const watch = new ProbeWatcher(child.stdout!);
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve) =>
-    child.on('exit', (code) => {
-      for (const w of waiters) w();
-      resolve(code);
-    }),
-  );
-  const consoleText = (): string => `${text.slice(-3000)}\n[qemu stderr] ${stderr}`;
-
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const consoleText = (): string => `${watch.consoleTail().slice(-3000)}\n[qemu stderr] ${stderr}`;
   return {
     child,
-    events,
+    watch,
+    events: watch.events,
     console: consoleText,
     exited,
-    waitFor(kind, o = {}) {
-      const timeoutMs = o.timeoutMs ?? 90_000;
-      return new Promise((resolve, reject) => {
-        let from = o.from ?? 0;
-        const check = (): void => {
-          for (; from < events.length; from++) {
-            const e = events[from]!;
-            if (e.kind === kind && (!o.where || o.where(e as never))) {
-              done();
-              resolve(e as never);
-              return;
-            }
-          }
-          if (child.exitCode !== null || child.signalCode !== null) {
-            done();
-            reject(new Error(`guest exited before probe "${kind}"; console:\n${consoleText()}`));
-          }
-        };
-        const timer = setTimeout(() => {
-          done();
-          reject(new Error(`no probe "${kind}" within ${timeoutMs} ms; console:\n${consoleText()}`));
-        }, timeoutMs);
-        const done = (): void => {
-          clearTimeout(timer);
-          waiters.delete(check);
-        };
-        waiters.add(check);
-        check();
-      });
+    async waitFor(kind, o) {
+      try {
+        return await watch.waitFor(kind, o);
+      } catch (err) {
+        throw new Error(`${(err as Error).message}; console:\n${consoleText()}`, { cause: err });
+      }
     },
     async kill(signal = 'SIGKILL') {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
