@@ -1,0 +1,47 @@
+/**
+ * Worker side of the parallel grain inflater: takes batches of compressed grains, answers with
+ * the inflated grains (transferred, not copied) or null for a grain that does not inflate.
+ */
+import { parentPort } from 'node:worker_threads';
+import { inflateRawSync, inflateSync } from 'node:zlib';
+
+export interface InflateRequest {
+  id: number;
+  /** The batch's compressed grains back to back (one transferred buffer, not many views). */
+  packed: Uint8Array;
+  lengths: number[];
+  chunkSize: number;
+}
+
+export interface InflateReply {
+  id: number;
+  out: (Uint8Array | null)[];
+}
+
+function inflateOne(g: Uint8Array, chunkSize: number): Buffer | null {
+  try {
+    return inflateSync(g, { chunkSize });
+  } catch {
+    try {
+      return inflateRawSync(g, { chunkSize });
+    } catch {
+      return null;
+    }
+  }
+}
+
+parentPort?.on('message', (msg: InflateRequest) => {
+  const out: (Uint8Array | null)[] = [];
+  const transfer = new Set<ArrayBuffer>();
+  let pos = 0;
+  for (const len of msg.lengths) {
+    const b = inflateOne(msg.packed.subarray(pos, pos + len), msg.chunkSize);
+    pos += len;
+    out.push(b);
+    // Only buffers that own their whole ArrayBuffer may move (small ones share Node's pool).
+    if (b && b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) {
+      transfer.add(b.buffer);
+    }
+  }
+  parentPort!.postMessage({ id: msg.id, out } satisfies InflateReply, [...transfer]);
+});
