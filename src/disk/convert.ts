@@ -44,8 +44,11 @@ export interface ConvertResult {
 const CHUNK = 8 * 1024 * 1024;
 /** Bytes read per call when building a dynamic VHD. */
 const GROUP_BYTES = 8 * 1024 * 1024;
-/** Reads in flight ahead of the writer. */
-const READ_AHEAD = 4;
+/**
+ * Reads in flight ahead of the writer: three reads plus the write fill libuv's default four
+ * threads exactly; more would queue the write behind reads.
+ */
+const READ_AHEAD = 3;
 
 export async function convertDisk(src: string, dst: string, opts: ConvertOptions): Promise<ConvertResult> {
   if (!CONVERT_TARGETS.includes(opts.to)) {
