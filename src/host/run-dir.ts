@@ -5,9 +5,9 @@
  * so a runner killed mid-step leaves a note of exactly what may be half done; `exit.json` keeps
  * the last exit (reason, QEMU stderr tail) after the processes are gone.
  */
-import { readFile, readdir, rm, unlink } from 'node:fs/promises';
+import { readFile, readdir, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../core/atomic-file.js';
+import { tempPathFor } from '../core/atomic-file.js';
 import { isErrno } from '../core/errors.js';
 import { vmRunPaths, type VmRunPaths } from '../qemu/run-paths.js';
 import type { Accel } from '../qemu/argv.js';
@@ -112,11 +112,22 @@ export const readRecord = (d: VmDir): Promise<VmRecord | undefined> => readJson<
 export const readIntent = (d: VmDir): Promise<Intent | undefined> => readJson<Intent>(d.intent);
 export const readExit = (d: VmDir): Promise<ExitRecord | undefined> => readJson<ExitRecord>(d.exit);
 
+/**
+ * Replaces a run-dir file atomically (temp + rename) without fsync: these files must survive the
+ * runner being killed, which the page cache does; a power loss takes the VMs down with them, and
+ * the run dir normally lives on tmpfs anyway. Skipping fsync keeps a start's many steps cheap.
+ */
+async function replaceFile(path: string, text: string): Promise<void> {
+  const tmp = tempPathFor(path);
+  await writeFile(tmp, text);
+  await rename(tmp, path);
+}
+
 export const writeRecord = (d: VmDir, r: VmRecord): Promise<void> =>
-  writeFileAtomic(d.record, JSON.stringify(r, null, 2) + '\n');
-export const writeIntent = (d: VmDir, i: Intent): Promise<void> => writeFileAtomic(d.intent, JSON.stringify(i) + '\n');
+  replaceFile(d.record, JSON.stringify(r, null, 2) + '\n');
+export const writeIntent = (d: VmDir, i: Intent): Promise<void> => replaceFile(d.intent, JSON.stringify(i) + '\n');
 export const writeExit = (d: VmDir, e: ExitRecord): Promise<void> =>
-  writeFileAtomic(d.exit, JSON.stringify(e, null, 2) + '\n');
+  replaceFile(d.exit, JSON.stringify(e, null, 2) + '\n');
 
 /** Names of every VM with a run dir. */
 export async function listVmDirs(runDir: string): Promise<string[]> {

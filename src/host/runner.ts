@@ -413,7 +413,9 @@ export class VmRunner extends EventEmitter {
       startedAt: new Date().toISOString(),
       restarts,
     };
+    const t0 = Date.now();
     const step = async (s: Extract<Intent, { op: 'start' }>['step']): Promise<void> => {
+      this.log.debug('start step', { vm: name, step: s, elapsedMs: Date.now() - t0 });
       await writeIntent(d, { op: 'start', step: s, at: new Date().toISOString() });
       await this.opts.faultPoint?.(`start:${s}`);
     };

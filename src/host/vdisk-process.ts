@@ -4,10 +4,9 @@
  * to one unix socket per disk; `reconnect-delay` on QEMU's side covers a vdisk restart.
  */
 import { spawn } from 'node:child_process';
-import { chown, open, readFile, unlink } from 'node:fs/promises';
+import { chown, open, readFile, unlink, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { writeFileAtomic } from '../core/atomic-file.js';
 import { FdError, isErrno } from '../core/errors.js';
 import { sleep, tail } from '../core/process.js';
 import { identify, isRunning, terminate, type ProcIdentity } from './pidfile.js';
@@ -31,7 +30,7 @@ export async function startVdisk(o: StartVdiskOptions): Promise<ProcIdentity> {
       if (!isErrno(err, 'ENOENT')) throw err;
     });
   }
-  await writeFileAtomic(o.configPath, JSON.stringify({ exports: o.exports } satisfies VdiskConfig, null, 2) + '\n');
+  await writeFile(o.configPath, JSON.stringify({ exports: o.exports } satisfies VdiskConfig, null, 2) + '\n');
   const log = await open(o.logPath, 'a');
   let exited: { code: number | null; signal: string | null } | undefined;
   let child;
