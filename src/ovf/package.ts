@@ -54,6 +54,7 @@ export interface PackageReport {
 }
 
 const MAX_DESCRIPTOR_BYTES = 32 << 20;
+const MAX_SMALL_MEMBER_BYTES = 16 << 20;
 const ALL_ALGORITHMS: DigestAlgorithm[] = ['sha1', 'sha256', 'sha512'];
 
 /** True when the file starts like a tar archive rather than XML. */
@@ -218,6 +219,14 @@ async function readOva(path: string, totalBytes: number, opts: ReadPackageOption
         if (opts.descriptorOnly) break;
         continue;
       }
+      if ((!manifest && lower.endsWith('.mf')) || (!certText && lower.endsWith('.cert'))) {
+        if (entry.sizeBytes > MAX_SMALL_MEMBER_BYTES) {
+          throw new FdError(
+            'FD_OVF_TOO_LARGE',
+            `${source}: ${name} is ${entry.sizeBytes} bytes; manifests and certificates are small`,
+          );
+        }
+      }
       if (!manifest && lower.endsWith('.mf')) {
         const chunks: Buffer[] = [];
         for await (const c of entry.body()) chunks.push(c);
@@ -344,6 +353,12 @@ function finish(
   }
   if (manifest) {
     report.manifest = { name: manifest.name, entries: manifest.entries };
+    const listed = new Set(manifest.entries.map((e) => e.file));
+    for (const m of report.members) {
+      if (m.name !== manifest.name && !listed.has(m.name)) {
+        report.warnings.push(`${m.name} is not covered by ${manifest.name}; its integrity is not checked`);
+      }
+    }
     for (const e of manifest.entries) {
       if (!present.has(e.file)) {
         problems.add(
@@ -448,7 +463,19 @@ async function readOvfDir(path: string, opts: ReadPackageOptions): Promise<Packa
       );
     }
   }
-  if (manifest) present.add(manifest.name);
+  if (manifest) {
+    present.add(manifest.name);
+    // Files the manifest lists but the descriptor does not reference are still checked.
+    for (const e of manifest.entries) {
+      if (present.has(e.file) || !isLocalHref(e.file) || !(await exists(join(dir, e.file)))) continue;
+      const taps = [new DigestTap(e.algorithm)];
+      const member: PackageMember = { name: e.file, sizeBytes: (await stat(join(dir, e.file))).size };
+      await drain(tapped(createReadStream(join(dir, e.file)), taps, { n: 0 }));
+      members.push(member);
+      present.add(e.file);
+      checkDigest(problems, manifestMap, e.file, taps, member);
+    }
+  }
   const certName = `${stem}.cert`;
   const certRaw = await readOptional(join(dir, certName));
   finish(
