@@ -24,6 +24,7 @@ import {
 import { FOOTER_SIZE, footerChecksumOk, hasFooterCookie, parseFooter, vhdChecksum, type Footer } from './footer.js';
 import { MAX_VHD_BYTES, virtualSizeOf } from './geometry.js';
 import { VhdImage } from './image.js';
+import { assertNotInUse } from './in-use.js';
 import { openImageFile, readAt, roundUp, SECTOR, writeAt } from './io.js';
 
 export interface Problem {
@@ -47,6 +48,7 @@ export async function checkVhd(path: string, opts: { repair?: boolean } = {}): P
   let problems = await checkChain(abs);
   const repaired: Problem[] = [];
   if (opts.repair && problems.some((p) => p.repairable && p.path === abs)) {
+    await assertNotInUse(abs, 'repairing');
     await repairFooters(
       abs,
       problems.filter((p) => p.repairable && p.path === abs),

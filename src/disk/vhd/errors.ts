@@ -26,6 +26,7 @@
  *   FD_VHD_AZURE_FIXED       --azure with --type dynamic (Azure takes fixed VHDs only)
  *   FD_DISK_NOT_FOUND        the image file does not exist
  *   FD_DISK_EXISTS           create/convert would overwrite an existing file
+ *   FD_DISK_BUSY             compact/resize/merge/repair of an image another process has open
  *   FD_DISK_READ_ONLY        a write to an image opened read-only
  *   FD_DISK_OUT_OF_RANGE     I/O past the end of the virtual disk
  *   FD_DISK_BAD_FORMAT       a format name or file format the tool does not handle

@@ -16,6 +16,7 @@ import { Progress, type ProgressListener } from '../../core/progress.js';
 import { bitRuns, UNUSED } from './bat.js';
 import { vhdError } from './errors.js';
 import { VhdImage } from './image.js';
+import { assertNotInUse } from './in-use.js';
 import { SECTOR } from './io.js';
 import { resizeVhd } from './resize.js';
 
@@ -59,6 +60,9 @@ export async function mergeVhd(
     }
     parentPath = child.parent.path;
     parentUuid = child.parent.uuid;
+    // Our own read handles are the only ones allowed (openersOf skips this process).
+    await assertNotInUse(child.path, 'merging');
+    await assertNotInUse(parentPath, 'merging into it');
     if (child.sizeBytes > child.parent.sizeBytes) {
       // The child was grown: grow the parent first (same data, more room).
       await child.parent.close();

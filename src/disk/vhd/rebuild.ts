@@ -16,6 +16,7 @@ import { readLocators } from './chain.js';
 import { DynamicVhdWriter, newFooter, planDynamic, type DynamicLayout } from './create.js';
 import { geometryFor } from './geometry.js';
 import { VhdImage } from './image.js';
+import { assertNotInUse } from './in-use.js';
 
 export interface RebuildResult {
   path: string;
@@ -30,6 +31,7 @@ export async function rebuildDynamic(
   path: string,
   opts: { newSizeBytes?: number; onProgress?: ProgressListener } = {},
 ): Promise<RebuildResult> {
+  await assertNotInUse(path, 'rewriting the image');
   const img = await VhdImage.open(path, { noParent: true });
   try {
     const header = img.header!;

@@ -15,6 +15,7 @@ import { FOOTER_SIZE, serializeFooter, type Footer } from './footer.js';
 import { geometryFor } from './geometry.js';
 import { CREATOR_APP, checkNewSize } from './create.js';
 import { VhdImage } from './image.js';
+import { assertNotInUse } from './in-use.js';
 import { SECTOR, writeAt } from './io.js';
 import { rebuildDynamic } from './rebuild.js';
 
@@ -27,6 +28,7 @@ export interface ResizeResult {
 
 export async function resizeVhd(path: string, sizeBytes: number): Promise<ResizeResult> {
   checkNewSize(sizeBytes);
+  await assertNotInUse(path, 'resizing');
   const img = await VhdImage.open(path, { write: true, noParent: true });
   const oldSize = img.sizeBytes;
   let closed = false;

@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { isFdError } from '../../core/errors.js';
 import { MiB } from '../../core/units.js';
 import { fixture, pattern, qemuImg, qemuVirtualSize, withTempDir } from '../../../test/disk/helpers.js';
-import { run } from '../../core/process.js';
+import { run, waitFor } from '../../core/process.js';
+import { spawn } from 'node:child_process';
+import { openersOf } from './in-use.js';
 import { convertDisk } from '../convert.js';
 import { checkVhd } from './check.js';
 import { createDifferencingVhd, createVhd } from './create.js';
@@ -278,5 +280,36 @@ test('merge into a differencing parent keeps the grandparent showing through', a
     await mergeVhd(top);
     assert.ok((await readAll(mid)).equals(expect));
     assert.deepEqual((await checkVhd(mid)).problems, []);
+  });
+});
+
+test('compact, resize and merge refuse an image another process has open (FD_DISK_BUSY)', async () => {
+  await withTempDir(async (dir) => {
+    const path = join(dir, 'busy.vhd');
+    await createVhd(path, { sizeBytes: 4 * MiB });
+    const child = join(dir, 'child.vhd');
+    await createDifferencingVhd(child, path);
+    const tail = spawn('tail', ['-f', path], { stdio: 'ignore' });
+    try {
+      await waitFor(
+        'tail to open the image',
+        async () => ((await openersOf(path)).includes(tail.pid!) ? true : undefined),
+        {
+          timeoutMs: 5000,
+        },
+      );
+      await assert.rejects(
+        rebuildDynamic(path),
+        (e) => isFdError(e, 'FD_DISK_BUSY') && e.message.includes(String(tail.pid)),
+      );
+      await assert.rejects(resizeVhd(path, 8 * MiB), (e) => isFdError(e, 'FD_DISK_BUSY'));
+      await assert.rejects(mergeVhd(child), (e) => isFdError(e, 'FD_DISK_BUSY'));
+    } finally {
+      tail.kill('SIGKILL');
+    }
+    await waitFor('tail to exit', async () => ((await openersOf(path)).length === 0 ? true : undefined), {
+      timeoutMs: 5000,
+    });
+    await resizeVhd(path, 8 * MiB);
   });
 });
