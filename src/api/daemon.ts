@@ -21,6 +21,7 @@ import { HostAgent } from '../cluster/host-agent.js';
 import { createLocalRuntime } from '../cluster/runtime-local.js';
 import { Provisioner } from '../cluster/provisioner.js';
 import { createServer } from './server.js';
+import { LeaderElection } from '../cluster/leader.js';
 import { operations } from './operations/index.js';
 import { ensureSelfSignedCert } from './tls.js';
 import type { Services } from './services.js';
@@ -115,6 +116,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   });
   const tls = isLoopback(listenHost) ? undefined : await ensureSelfSignedCert(dataDir, listenHost);
   const url = `${tls ? 'https' : 'http'}://${listenHost.includes(':') ? `[${listenHost}]` : listenHost}:${port}`;
+  const leader = new LeaderElection(store, hostName, log);
   const agent = new HostAgent({
     store,
     vms,
@@ -124,17 +126,19 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     apiUrl: url,
     accel: runtime.accel,
     version: VERSION,
+    ...(tls ? { certPem: tls.cert } : {}),
     log,
   });
   const tasks = new TaskManager(store, hostName, log);
   await tasks.init();
-  const svc: Services = { hostName, dataDir, version: VERSION, store, tasks, tokens, vms, catalog, agent, log };
+  const svc: Services = { hostName, dataDir, version: VERSION, store, tasks, tokens, vms, catalog, agent, leader, log };
   const app = await createServer(svc, operations, tls ? { tls } : {});
   await app.listen({ host: listenHost, port });
   const actualPort = (app.server.address() as { port: number }).port;
   const finalUrl = url.replace(/:\d+$/, `:${actualPort}`);
   agent.setApiUrl(finalUrl);
   await agent.init();
+  leader.start();
   await writeFileAtomic(
     join(dataDir, 'daemon.json'),
     JSON.stringify(
@@ -164,6 +168,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     svc,
     async close(closeOpts = {}) {
       supervising = false;
+      await leader.stop();
       await app.close();
       await tasks.drain();
       await agent.close();

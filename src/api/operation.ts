@@ -33,7 +33,18 @@ export interface CliSpec {
   flags?: Record<string, { short?: string; value?: string }>;
 }
 
+/** Where a call must run: the host that owns the object, and fields to add when relaying it. */
+export interface Route {
+  host: string;
+  patch?: Record<string, unknown>;
+}
+
 interface OperationBase<I extends z.ZodObject> {
+  /**
+   * The host that must execute this call (the VM's owner, or the host placement chose); the
+   * server relays the call there when it is another host.
+   */
+  route?: (ctx: OpContext, input: z.output<I>) => Promise<Route | undefined>;
   name: string;
   summary: string;
   http: { method: HttpMethod; path: string };

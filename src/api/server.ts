@@ -13,6 +13,7 @@ import type { Services } from './services.js';
 import { registerEvents } from './events.js';
 import { Metrics, registerMetrics } from './metrics.js';
 import { registerConsole } from './console.js';
+import { forwardTo } from './forward.js';
 
 const ALLOWED: Record<TokenRecord['role'], Permission[]> = {
   admin: ['read', 'write', 'admin'],
@@ -116,6 +117,24 @@ export async function createServer(
         const parsed = op.input.safeParse(raw);
         if (!parsed.success) throw badInput(parsed.error.issues);
         const ctx = { svc, caller: caller.name };
+        const route = op.route ? await op.route(ctx, parsed.data) : undefined;
+        if (route && route.host !== svc.hostName) {
+          if (req.headers['x-flightdeck-forwarded-by']) {
+            throw new FdError(
+              'FD_OWNER_MOVED',
+              `this call was relayed here but host ${route.host} owns the object now`,
+              {
+                hint: 'try again',
+                status: 409,
+              },
+            );
+          }
+          if (route.patch) req.body = { ...(req.body as object | undefined), ...route.patch };
+          const fwd = await forwardTo(svc, route.host, req);
+          for (const [k, v] of Object.entries(fwd.headers)) void reply.header(k, v);
+          return reply.status(fwd.status).send(fwd.body);
+        }
+        if (route?.patch) Object.assign(parsed.data, route.patch);
         if (!op.task) {
           const out = await op.run(ctx, parsed.data);
           return reply.status(op.status ?? 200).send(out ?? null);

@@ -6,6 +6,7 @@ import type { TokenService } from '../cluster/tokens.js';
 import type { VmService } from '../cluster/vms.js';
 import type { HostAgent } from '../cluster/host-agent.js';
 import type { Catalog } from '../cluster/catalog.js';
+import type { LeaderElection } from '../cluster/leader.js';
 
 export interface Services {
   hostName: string;
@@ -17,5 +18,6 @@ export interface Services {
   vms: VmService;
   catalog: Catalog;
   agent: HostAgent;
+  leader: LeaderElection;
   log: Logger;
 }

@@ -15,6 +15,7 @@ import type { HostRecord, VmRecord, VmStatus } from './model.js';
 import type { VmService } from './vms.js';
 import type { Provisioner } from './provisioner.js';
 import type { VmCreateSpec } from './provisioner.js';
+import { place, type PlacedVm, type PlacementHost } from './placement.js';
 
 const ALIVE_TTL_S = 3;
 
@@ -27,6 +28,7 @@ export interface HostAgentOptions {
   apiUrl: string;
   accel: string;
   version: string;
+  certPem?: string;
   log: Logger;
 }
 
@@ -60,6 +62,7 @@ export class HostAgent {
       accel: this.o.accel,
       version: this.o.version,
       startedAt: new Date().toISOString(),
+      ...(this.o.certPem ? { certPem: this.o.certPem } : {}),
     };
     const prev = await store.get<HostRecord>(`hosts/${hostName}`);
     await store.put(`hosts/${hostName}`, {
@@ -181,6 +184,7 @@ export class HostAgent {
   }
 
   async provisionVm(spec: VmCreateSpec, t: TaskHandle): Promise<VmRecord> {
+    for (const r of spec.placementReasons ?? []) t.log(`placement: ${r}`);
     return this.o.provisioner.provision(spec, this.o.hostName, t);
   }
 
@@ -192,11 +196,53 @@ export class HostAgent {
         t.log(`${vm.name} is already ${st.state}`);
         return { state: st.state };
       }
+      await this.admit(vm, t);
       t.log(`starting ${vm.name} on ${this.o.hostName}`);
       await this.doStart(vm);
       t.log(`${vm.name} is running`);
       return { state: 'running' };
     });
+  }
+
+  /** Refuses a start that would take this host past its memory or vCPU limits. */
+  private async admit(vm: VmRecord, t: TaskHandle): Promise<void> {
+    const hosts = await this.placementHosts();
+    const me = hosts.find((h) => h.name === this.o.hostName);
+    if (me) me.state = 'online'; // a host in maintenance still runs what its owner starts by hand
+    const decision = place(
+      {
+        vmId: vm.id,
+        cpus: vm.cpus,
+        memoryBytes: vm.memoryBytes,
+        pinnedHost: this.o.hostName,
+        antiAffinity: vm.antiAffinity,
+      },
+      hosts,
+      await this.placedVms(),
+    );
+    for (const r of decision.reasons) t.log(`admission: ${r}`);
+  }
+
+  async placementHosts(): Promise<PlacementHost[]> {
+    const hosts = await this.o.store.list<HostRecord>('hosts/');
+    const alive = new Set((await this.o.store.list<{ name: string }>('alive/')).map((x) => x.value.name));
+    return hosts.map(({ value: h }) => ({
+      name: h.name,
+      state: alive.has(h.name) ? h.state : 'lost',
+      cpus: h.cpus,
+      memoryBytes: h.memoryBytes,
+    }));
+  }
+
+  async placedVms(): Promise<PlacedVm[]> {
+    return (await this.o.store.list<VmRecord>('vms/')).map(({ value: v }) => ({
+      id: v.id,
+      host: v.host,
+      cpus: v.cpus,
+      memoryBytes: v.memoryBytes,
+      antiAffinity: v.antiAffinity ?? null,
+      desired: v.desired,
+    }));
   }
 
   async stopVm(id: string, opts: { graceful: boolean; timeoutMs: number }, t: TaskHandle): Promise<{ state: string }> {

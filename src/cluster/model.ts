@@ -45,6 +45,8 @@ export const VmRecord = z.strictObject({
   cdroms: z.array(VmCdrom),
   nics: z.array(VmNic),
   restartPolicy: RestartPolicy,
+  /** VMs of one group never share a host (placement keeps them apart). */
+  antiAffinity: Name.nullable().default(null),
   desired: PowerState,
   /** Host that should run this VM (ownership; moves only by transaction). */
   host: z.string(),
@@ -116,4 +118,6 @@ export interface HostRecord {
   accel: string;
   version: string;
   startedAt: string;
+  /** PEM of the host's self-signed API certificate, so other hosts can relay calls to it. */
+  certPem?: string;
 }

@@ -42,6 +42,9 @@ export interface VmCreateSpec {
   cloudInit?: { user?: string; sshKey?: string; hostname?: string; password?: string; userData?: string } | undefined;
   restartPolicy: VmRecord['restartPolicy'];
   firmware: VmRecord['firmware'];
+  antiAffinity?: string | undefined;
+  /** Why placement chose this host (logged in the create task). */
+  placementReasons?: string[] | undefined;
 }
 
 export interface ProvisionerOptions {
@@ -182,6 +185,7 @@ export class Provisioner {
         cdroms,
         nics: spec.network === 'none' ? [] : [{ id: 'net0', mac, network: spec.network }],
         restartPolicy: spec.restartPolicy,
+        antiAffinity: spec.antiAffinity ?? null,
         desired: 'stopped',
         host,
         image: image?.name ?? null,

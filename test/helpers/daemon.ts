@@ -25,19 +25,40 @@ export class TestDaemon {
   token = '';
   log = '';
 
-  constructor(readonly dataDir: string) {}
+  constructor(
+    readonly dataDir: string,
+    readonly opts: { hostName?: string; etcd?: string } = {},
+  ) {}
 
-  static async start(): Promise<TestDaemon> {
+  /** A daemon with its own private etcd, or joined to `etcd` (another daemon's) as `hostName`. */
+  static async start(opts: { hostName?: string; etcd?: string } = {}): Promise<TestDaemon> {
     // Short path: unix sockets of VMs live under the data dir and are limited to 108 bytes.
-    const d = new TestDaemon(await mkdtemp(join(tmpdir(), 'fd-e2e-')));
+    const d = new TestDaemon(await mkdtemp(join(tmpdir(), 'fd-e2e-')), opts);
     await d.startProcess();
     return d;
+  }
+
+  /** URL of this daemon's private etcd (for a second daemon to join). */
+  async etcdUrl(): Promise<string> {
+    const ports = JSON.parse(await readFile(join(this.dataDir, 'etcd', 'ports.json'), 'utf8')) as { client: number };
+    return `http://127.0.0.1:${ports.client}`;
   }
 
   async startProcess(): Promise<void> {
     const child = spawn(
       process.execPath,
-      [CLI, 'serve', '--data-dir', this.dataDir, '--listen', '127.0.0.1:0', '--default-network', 'user'],
+      [
+        CLI,
+        'serve',
+        '--data-dir',
+        this.dataDir,
+        '--listen',
+        '127.0.0.1:0',
+        '--default-network',
+        'user',
+        ...(this.opts.hostName ? ['--host-name', this.opts.hostName] : []),
+        ...(this.opts.etcd ? ['--etcd', this.opts.etcd] : []),
+      ],
       {
         stdio: ['ignore', 'pipe', 'pipe'],
         env: { ...process.env, FLIGHTDECK_ACCEL: 'tcg' },

@@ -136,8 +136,11 @@ export const catalogOperations = [
     cli: {
       noun: 'host',
       verb: 'list',
-      columns: ['name', 'state', 'cpus', 'memoryBytes', 'freeMemoryBytes', 'accel', 'apiUrl'],
+      columns: ['name', 'state', 'leader', 'cpus', 'memoryBytes', 'freeMemoryBytes', 'accel', 'apiUrl'],
     },
-    run: ({ svc }) => svc.catalog.listHosts(),
+    run: async ({ svc }) => {
+      const leader = await svc.leader.leader();
+      return (await svc.catalog.listHosts()).map(({ certPem: _pem, ...h }) => ({ ...h, leader: h.name === leader }));
+    },
   }),
 ];

@@ -4,7 +4,8 @@ import { FdError } from '../../core/errors.js';
 import { parseDurationMs } from '../../core/units.js';
 import { Name, RestartPolicy, Size } from '../../cluster/model.js';
 import type { VmView } from '../../cluster/vms.js';
-import { defineOperation, defineTaskOperation, type OpContext } from '../operation.js';
+import { defineOperation, defineTaskOperation, type OpContext, type Route } from '../operation.js';
+import { place } from '../../cluster/placement.js';
 
 const VmRef = z.string().min(1).max(64).describe('VM name or id');
 const VmOut = z.looseObject({ id: z.string(), name: z.string(), state: z.string(), desired: z.string() });
@@ -62,6 +63,9 @@ export const VmCreateInput = z.strictObject({
   cloudInit: CloudInit.optional().describe('NoCloud seed: user=...,ssh-key=...,hostname=...'),
   restartPolicy: RestartPolicy.default('never').describe('what to do when the guest crashes'),
   firmware: z.enum(['bios', 'uefi']).default('bios').describe('firmware'),
+  host: Name.optional().describe('run it on this host (default: placement chooses)'),
+  antiAffinity: Name.optional().describe('keep it off hosts that run VMs of this group'),
+  placementReasons: z.array(z.string().max(500)).max(100).optional().describe('set by the host that placed the VM'),
   start: z
     .union([z.boolean(), z.enum(['true', 'false'])])
     .default(false)
@@ -87,6 +91,7 @@ function powerOp(
     input: z.strictObject({ id: VmRef, ...extra }),
     permission: 'write',
     cli: { noun: 'vm', verb, args: ['id'] },
+    route: ownerOf,
     run: async (ctx, input) => {
       const vm = await ctx.svc.vms.get(input.id);
       return {
@@ -97,6 +102,11 @@ function powerOp(
     },
   });
 }
+
+/** Calls about a VM run on the host that owns it. */
+const ownerOf = async (ctx: OpContext, input: { id: string }): Promise<Route> => ({
+  host: (await ctx.svc.vms.find(input.id)).value.host,
+});
 
 function refuse(code: `FD_${string}`, message: string, hint: string): never {
   throw new FdError(code, message, { hint, status: 409 });
@@ -134,6 +144,20 @@ export const vmOperations = [
       verb: 'create',
       args: ['name'],
       flags: { memory: { value: 'SIZE' }, diskSize: { value: 'SIZE' } },
+    },
+    route: async ({ svc }, input) => {
+      if (input.host && input.placementReasons) return { host: input.host };
+      const decision = place(
+        {
+          cpus: input.cpus,
+          memoryBytes: input.memory,
+          pinnedHost: input.host ?? null,
+          antiAffinity: input.antiAffinity ?? null,
+        },
+        await svc.agent.placementHosts(),
+        await svc.agent.placedVms(),
+      );
+      return { host: decision.host, patch: { host: decision.host, placementReasons: decision.reasons } };
     },
     run: async ({ svc }, input) => {
       if (!input.image && !input.iso && !input.diskSize) {
@@ -173,6 +197,7 @@ export const vmOperations = [
     }),
     permission: 'write',
     cli: { noun: 'vm', verb: 'delete', args: ['id'] },
+    route: ownerOf,
     run: async ({ svc }, { id, force }) => {
       const vm = await svc.vms.get(id);
       if (!force && vm.state !== 'stopped' && vm.state !== 'crashed') {
@@ -231,6 +256,7 @@ export const vmOperations = [
     output: z.object({ serial: z.array(z.string()), qemu: z.array(z.string()) }),
     permission: 'read',
     cli: { noun: 'vm', verb: 'logs', args: ['id'] },
+    route: ownerOf,
     run: async ({ svc }, { id, lines }) => {
       const vm = await svc.vms.get(id);
       return svc.agent.logs(vm.id, lines);

@@ -1,0 +1,639 @@
+/**
+ * The lab: N flightdeck hosts on one machine, each in its own network namespace with its own
+ * data dir, daemon, QEMU processes and address on a shared bridge, over a 3-member etcd
+ * cluster among the first three hosts. People use it to try clustering; the cluster,
+ * migration and HA tests and benchmarks use it for every multi-host case, and inject faults
+ * with `fail` (kill, partition, freeze) and undo them with `heal`.
+ *
+ *   const lab = await Lab.up({ hosts: 3 });
+ *   await lab.api('h2', 'POST', '/api/v1/vms', {...});
+ *   await lab.fail('h3', 'partition'); ...; await lab.heal('h3');
+ *   await lab.down();
+ *
+ * Everything it makes is named from the prefix (see names.ts), so `Lab.destroy(prefix)` removes
+ * a lab even when a crashed `up` left no state file.
+ */
+import { spawn } from 'node:child_process';
+import { mkdir, readdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
+import { FdError, isErrno } from '../../core/errors.js';
+import { run, sleep, type RunResult } from '../../core/process.js';
+import { detectAccel } from '../../qemu/accel.js';
+import type { HostRecord } from '../model.js';
+import {
+  checkPrefix,
+  DEFAULT_PREFIX,
+  DEFAULT_SUBNET_BASE,
+  gatewayIp,
+  hostDataDir,
+  hostIp,
+  hostName,
+  labDir,
+  LAB_ROOT,
+  MAX_ETCD_MEMBERS,
+  MAX_HOSTS,
+  netnsName,
+  parseSubnet,
+  bridgeName,
+  vethName,
+  type Subnet,
+} from './names.js';
+import {
+  createBridge,
+  createHostNetwork,
+  hasIsolationTable,
+  isPartitioned,
+  labLinks,
+  labNamespaces,
+  netnsExists,
+  partition,
+  removeLabNetwork,
+  subnetFree,
+  unpartition,
+} from './net.js';
+import { FAIL_MODES, readState, writeState, type FailMode, type LabHost, type LabState } from './state.js';
+import { killNetns, netnsPids, pidsMentioning, signal, stopped, waitExited } from './procs.js';
+import {
+  etcdMemberList,
+  memberClientUrl,
+  memberPid,
+  startEtcdMember,
+  waitMemberHealthy,
+  type EtcdMemberInfo,
+} from './etcd-member.js';
+import {
+  apiUrlOf,
+  daemonPid,
+  hostEndpoint,
+  hostEnv,
+  REPO_BIN,
+  startHostDaemon,
+  waitDaemonReady,
+} from './host-daemon.js';
+import { requestJson, tryRequestJson, type Endpoint, type HttpAnswer } from './http.js';
+
+export type { FailMode, LabHost, LabState } from './state.js';
+export { FAIL_MODES } from './state.js';
+
+export interface LabUpOptions {
+  hosts: number;
+  prefix?: string;
+  /** An IPv4 /24; by default the first free 10.77.N.0/24, starting at 10.77.0.0/24. */
+  subnet?: string;
+  /** Tear down an existing lab of the same prefix first instead of refusing. */
+  force?: boolean;
+  /** Leave what was built when `up` fails, to read its logs (`down` removes it later). */
+  keepOnFailure?: boolean;
+  /** How long daemons and etcd members get to become ready. */
+  readyTimeoutMs?: number;
+  /** Called with a line for each step, for progress output. */
+  onStep?: (message: string) => void;
+}
+
+export interface LabHostStatus {
+  name: string;
+  ip: string;
+  apiUrl: string;
+  /** The host's namespace exists. */
+  netns: boolean;
+  daemonPid: number | null;
+  /** Pid of its etcd member; null when it is a member that does not run; '-' when not a member. */
+  etcdPid: number | null | '-';
+  /** The daemon answered its health check just now. */
+  api: 'up' | 'down';
+  /** State in the cluster's host list as another host sees it. */
+  state: HostRecord['state'] | 'unknown';
+  /** The fault injected with `fail`, or what is observed (frozen, partitioned). */
+  failure: FailMode | null;
+  processes: number;
+}
+
+export interface LabStatus {
+  prefix: string;
+  subnet: string;
+  etcdEndpoints: string[];
+  etcdMembers: string[] | null;
+  hosts: LabHostStatus[];
+}
+
+export interface DownReport {
+  prefix: string;
+  killed: number;
+  namespaces: string[];
+  links: string[];
+  dataDir: string | null;
+}
+
+type Step = (message: string) => void;
+
+function requireRoot(): void {
+  if (process.getuid?.() !== 0) {
+    throw new FdError('FD_LAB_NOT_ROOT', 'the lab needs root (network namespaces, bridges, nftables)', {
+      hint: 'run it as root, e.g. with sudo',
+    });
+  }
+}
+
+async function pathExists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return false;
+    throw err;
+  }
+}
+
+async function pickSubnet(requested: string | undefined): Promise<Subnet> {
+  if (requested !== undefined) {
+    const s = parseSubnet(requested);
+    if (!(await subnetFree(s.cidr))) {
+      throw new FdError('FD_LAB_SUBNET_IN_USE', `${s.cidr} overlaps a network this machine already routes`, {
+        hint: 'pick another --subnet (see "ip route"), or leave it out to get a free 10.77.N.0/24',
+      });
+    }
+    return s;
+  }
+  const taken = new Set<string>();
+  for (const p of await Lab.list()) {
+    const st = await readState(p).catch(() => undefined);
+    if (st) taken.add(st.subnet);
+  }
+  for (let n = 0; n < 256; n++) {
+    const s = parseSubnet(`${DEFAULT_SUBNET_BASE}.${n}.0/24`);
+    if (!taken.has(s.cidr) && (await subnetFree(s.cidr))) return s;
+  }
+  throw new FdError('FD_LAB_SUBNET_IN_USE', `every ${DEFAULT_SUBNET_BASE}.N.0/24 is in use`, {
+    hint: 'pass --subnet A.B.C.0/24, or remove labs with "flightdeck lab down"',
+  });
+}
+
+/** Unmounts anything mounted under `dir` (a disk mount a lab daemon left) before it is removed. */
+async function unmountUnder(dir: string): Promise<void> {
+  const info = await readFile('/proc/self/mountinfo', 'utf8');
+  const points = info
+    .split('\n')
+    .map((l) => l.split(' ')[4])
+    .filter((p): p is string => p !== undefined && (p === dir || p.startsWith(dir + '/')))
+    .sort((a, b) => b.length - a.length);
+  for (const p of points) await run('umount', ['-l', p], { allowFail: true });
+}
+
+export class Lab {
+  private constructor(private st: LabState) {}
+
+  get prefix(): string {
+    return this.st.prefix;
+  }
+  get hosts(): readonly LabHost[] {
+    return this.st.hosts;
+  }
+  get etcdEndpoints(): readonly string[] {
+    return this.st.etcdEndpoints;
+  }
+  get subnet(): string {
+    return this.st.subnet;
+  }
+  /** A copy of the state as recorded in lab.json. */
+  get state(): LabState {
+    return structuredClone(this.st);
+  }
+
+  /** Prefixes of the labs on this machine (with a state file or any namespace left). */
+  static async list(): Promise<string[]> {
+    const found = new Set<string>();
+    try {
+      for (const d of await readdir(LAB_ROOT, { withFileTypes: true })) if (d.isDirectory()) found.add(d.name);
+    } catch (err) {
+      if (!isErrno(err, 'ENOENT')) throw err;
+    }
+    const ns = await run('ip', ['netns', 'list'], { allowFail: true });
+    for (const m of ns.stdout.matchAll(/^fd-lab-([a-z0-9]+)-h\d+/gm)) found.add(m[1]!);
+    return [...found].sort();
+  }
+
+  static async load(prefix = DEFAULT_PREFIX): Promise<Lab> {
+    checkPrefix(prefix);
+    const st = await readState(prefix);
+    if (!st) {
+      throw new FdError('FD_LAB_NOT_FOUND', `there is no lab "${prefix}"`, {
+        hint: `start one with "flightdeck lab up --hosts 3${prefix === DEFAULT_PREFIX ? '' : ` --prefix ${prefix}`}"`,
+      });
+    }
+    if (st.phase !== 'up') {
+      throw new FdError(
+        'FD_LAB_INCOMPLETE',
+        `lab "${prefix}" was never completely built (its "lab up" failed or runs now)`,
+        {
+          hint: `remove it with "flightdeck lab down${prefix === DEFAULT_PREFIX ? '' : ` --prefix ${prefix}`}"`,
+        },
+      );
+    }
+    return new Lab(st);
+  }
+
+  static async up(opts: LabUpOptions): Promise<Lab> {
+    requireRoot();
+    const prefix = checkPrefix(opts.prefix ?? DEFAULT_PREFIX);
+    const n = opts.hosts;
+    if (!Number.isInteger(n) || n < 1 || n > MAX_HOSTS) {
+      throw new FdError('FD_LAB_BAD_HOSTS', `--hosts must be a whole number from 1 to ${MAX_HOSTS}, not ${n}`, {
+        hint: 'e.g. --hosts 3 (three hosts give a 3-member etcd cluster)',
+      });
+    }
+    const step: Step = opts.onStep ?? (() => undefined);
+    const exists =
+      (await pathExists(labDir(prefix))) ||
+      (await labNamespaces(prefix)).length > 0 ||
+      (await labLinks(prefix)).length > 0 ||
+      (await hasIsolationTable(prefix));
+    if (exists) {
+      if (!opts.force) {
+        throw new FdError('FD_LAB_EXISTS', `a lab "${prefix}" exists already`, {
+          hint: `use it, remove it with "flightdeck lab down${prefix === DEFAULT_PREFIX ? '' : ` --prefix ${prefix}`}", or pass --force to rebuild it`,
+        });
+      }
+      step(`removing the existing lab "${prefix}" (--force)`);
+      await Lab.destroy(prefix);
+    }
+    const subnet = await pickSubnet(opts.subnet);
+    const members = Math.min(n, MAX_ETCD_MEMBERS);
+    const hosts: LabHost[] = [];
+    for (let i = 1; i <= n; i++) {
+      const name = hostName(i);
+      const ip = hostIp(subnet, i);
+      hosts.push({
+        name,
+        index: i,
+        netns: netnsName(prefix, name),
+        ip,
+        apiUrl: apiUrlOf(ip),
+        dataDir: hostDataDir(prefix, name),
+        token: '',
+        veth: vethName(prefix, i),
+        etcdMember: i <= members ? memberClientUrl(ip) : null,
+      });
+    }
+    const st: LabState = {
+      version: 1,
+      prefix,
+      phase: 'creating',
+      subnet: subnet.cidr,
+      bridge: bridgeName(prefix),
+      gatewayIp: gatewayIp(subnet),
+      hosts,
+      etcdEndpoints: hosts.flatMap((h) => (h.etcdMember ? [h.etcdMember] : [])),
+      accel: '',
+      failures: {},
+      createdAt: new Date().toISOString(),
+    };
+    await mkdir(labDir(prefix), { recursive: true, mode: 0o700 });
+    // Written before anything exists: a crash from here on leaves something `down` can read.
+    await writeState(st);
+    const lab = new Lab(st);
+    const readyTimeoutMs = opts.readyTimeoutMs ?? 60_000;
+    try {
+      const started = Date.now();
+      const since = (): string => `${((Date.now() - started) / 1000).toFixed(1)}s`;
+      step(`network: bridge ${st.bridge} (${subnet.cidr}, this machine is ${st.gatewayIp}) and ${n} namespaces`);
+      const accel = detectAccel({ dataDir: labDir(prefix) });
+      await createBridge(prefix, subnet);
+      await Promise.all(hosts.map((h) => createHostNetwork(prefix, h.index, h.netns, subnet)));
+      await Promise.all(hosts.map((h) => mkdir(h.dataDir, { recursive: true, mode: 0o700 })));
+      const verdict = await accel;
+      st.accel = verdict.accel;
+      await writeState(st);
+
+      const memberHosts = hosts.filter((h) => h.etcdMember);
+      step(`etcd: ${memberHosts.length}-member cluster on ${memberHosts.map((h) => h.name).join(', ')} (${since()})`);
+      const memberPids = await Promise.all(memberHosts.map((h) => startEtcdMember(h, memberHosts, `fdlab-${prefix}`)));
+      await Promise.all(memberHosts.map((h, i) => waitMemberHealthy(h, memberPids[i]!, readyTimeoutMs)));
+
+      step(`daemons: flightdeck serve on ${hosts.map((h) => h.name).join(', ')} (accel ${st.accel}) (${since()})`);
+      const pids = await Promise.all(hosts.map((h) => startHostDaemon(h, st.etcdEndpoints, st.accel)));
+      const eps = await Promise.all(hosts.map((h, i) => waitDaemonReady(h, pids[i]!, readyTimeoutMs)));
+      hosts.forEach((h, i) => (h.token = eps[i]!.token ?? ''));
+      await writeState(st);
+
+      step(`cluster: waiting until every host lists ${n} hosts online (${since()})`);
+      await Promise.all(
+        hosts.map((h) => lab.waitHostStates(h.name, { online: hosts.map((x) => x.name) }, readyTimeoutMs)),
+      );
+      st.phase = 'up';
+      await writeState(st);
+      step(`lab "${prefix}" is up with ${n} hosts (${since()})`);
+      return lab;
+    } catch (err) {
+      if (!opts.keepOnFailure) {
+        step(`lab up failed; removing what was built`);
+        await Lab.destroy(prefix).catch(() => undefined);
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * Removes every trace of lab `prefix`: its processes (daemons, etcd members, QEMU, vdisk,
+   * dnsmasq: everything in its namespaces or naming its data dir), namespaces, links, bridge,
+   * nft table and data dirs. Works from names alone, so it finishes any partial state.
+   */
+  static async destroy(prefix: string, onStep?: Step): Promise<DownReport> {
+    requireRoot();
+    checkPrefix(prefix);
+    const step = onStep ?? (() => undefined);
+    const st = await readState(prefix).catch(() => undefined);
+    const namespaces = new Set(await labNamespaces(prefix));
+    for (const h of st?.hosts ?? []) if (await netnsExists(h.netns)) namespaces.add(h.netns);
+    step(`stopping the processes of ${namespaces.size} hosts`);
+    const killed = (await Promise.all([...namespaces].map((ns) => killNetns(ns)))).flat();
+    // Anything that left its namespace but still names the lab's data dir goes too.
+    const strays = await pidsMentioning(labDir(prefix) + '/');
+    signal(strays, 'SIGCONT');
+    signal(strays, 'SIGKILL');
+    await waitExited(strays, 10_000);
+    step('removing namespaces, links, bridge and nft rules');
+    const net = await removeLabNetwork(prefix);
+    let dataDir: string | null = null;
+    if (await pathExists(labDir(prefix))) {
+      step(`removing ${labDir(prefix)}`);
+      await unmountUnder(labDir(prefix));
+      await rm(labDir(prefix), { recursive: true, force: true });
+      dataDir = labDir(prefix);
+    }
+    await rmdir(LAB_ROOT).catch((err: unknown) => {
+      // Other labs still live there, or it was never made.
+      if (!isErrno(err, 'ENOTEMPTY') && !isErrno(err, 'ENOENT') && !isErrno(err, 'EEXIST')) throw err;
+    });
+    const left = [
+      ...(await labNamespaces(prefix)),
+      ...(await labLinks(prefix)),
+      ...((await hasIsolationTable(prefix)) ? [`nft table inet fdlab_${prefix}`] : []),
+      ...((await pathExists(labDir(prefix))) ? [labDir(prefix)] : []),
+    ];
+    if (left.length) {
+      throw new FdError(
+        'FD_LAB_DOWN_INCOMPLETE',
+        `lab "${prefix}" was not removed completely: ${left.join(', ')} remain`,
+        {
+          hint: 'run "flightdeck lab down" again; a busy mount or a process stuck in the kernel can hold a namespace',
+        },
+      );
+    }
+    return {
+      prefix,
+      killed: killed.length + strays.length,
+      namespaces: net.namespaces,
+      links: net.links,
+      dataDir,
+    };
+  }
+
+  down(onStep?: Step): Promise<DownReport> {
+    return Lab.destroy(this.prefix, onStep);
+  }
+
+  host(name: string): LabHost {
+    const h = this.st.hosts.find((x) => x.name === name);
+    if (!h) {
+      throw new FdError('FD_LAB_HOST_NOT_FOUND', `lab "${this.prefix}" has no host ${name}`, {
+        hint: `its hosts are ${this.st.hosts.map((x) => x.name).join(', ')}`,
+      });
+    }
+    return h;
+  }
+
+  /** How to reach a host's API from the root namespace: URL, its certificate, its token. */
+  async endpoint(name: string): Promise<Endpoint> {
+    const h = this.host(name);
+    const ep = await hostEndpoint(h);
+    if (!ep) {
+      throw new FdError('FD_LAB_DAEMON_FAILED', `host ${name} has no certificate or token yet`, {
+        hint: `see ${h.dataDir}/daemon.log`,
+      });
+    }
+    return ep;
+  }
+
+  /** Calls a host's REST API with its own admin token (`path` starts with /api/v1). */
+  async api<T>(name: string, method: string, path: string, body?: unknown, timeoutMs = 30_000): Promise<HttpAnswer<T>> {
+    return requestJson<T>(await this.endpoint(name), method, path, body, timeoutMs);
+  }
+
+  /** The host list as `name` sees it (`flightdeck host list` through that host). */
+  async hostList(name: string): Promise<HostRecord[]> {
+    const res = await this.api<HostRecord[]>(name, 'GET', '/api/v1/hosts', undefined, 5000);
+    if (res.status !== 200) throw new Error(`GET /api/v1/hosts on ${name} answered ${res.status}`);
+    return res.body;
+  }
+
+  /**
+   * Waits until host `via` lists each named host in the given state (online, lost, ...).
+   * Returns the host list it saw last.
+   */
+  async waitHostStates(
+    via: string,
+    want: Partial<Record<HostRecord['state'], string[]>>,
+    timeoutMs: number,
+  ): Promise<HostRecord[]> {
+    const deadline = Date.now() + timeoutMs;
+    let last: HostRecord[] | string = 'no answer';
+    for (;;) {
+      const ep = await hostEndpoint(this.host(via));
+      const res = ep ? await tryRequestJson<HostRecord[]>(ep, 'GET', '/api/v1/hosts', 2000) : undefined;
+      if (res?.status === 200) {
+        last = res.body;
+        const states = new Map(res.body.map((h) => [h.name, h.state]));
+        const ok = Object.entries(want).every(([state, names]) => names.every((nm) => states.get(nm) === state));
+        if (ok) return res.body;
+      }
+      if (Date.now() > deadline) {
+        const seen = typeof last === 'string' ? last : last.map((h) => `${h.name}=${h.state}`).join(' ');
+        throw new FdError(
+          'FD_TIMEOUT',
+          `host list on ${via} did not reach ${JSON.stringify(want)} in ${timeoutMs} ms (saw: ${seen})`,
+        );
+      }
+      await sleep(200);
+    }
+  }
+
+  /** The etcd cluster's members as the first member that answers reports them. */
+  async etcdMembers(): Promise<EtcdMemberInfo[]> {
+    let lastErr: unknown;
+    for (const ep of this.st.etcdEndpoints) {
+      try {
+        return await etcdMemberList(ep);
+      } catch (err) {
+        lastErr = err;
+      }
+    }
+    throw new FdError('FD_LAB_ETCD_FAILED', 'no etcd member of the lab answers', { cause: lastErr });
+  }
+
+  /**
+   * argv and environment that run `argv` inside host `name`, for callers that spawn the
+   * process themselves (a long-running client in a benchmark).
+   */
+  command(
+    name: string,
+    argv: string[],
+    env: NodeJS.ProcessEnv = {},
+  ): { cmd: string; args: string[]; env: NodeJS.ProcessEnv } {
+    const h = this.host(name);
+    if (argv.length === 0) {
+      throw new FdError('FD_LAB_BAD_ARGS', 'nothing to run', { hint: 'e.g. flightdeck lab exec h1 -- ip -br addr' });
+    }
+    return {
+      cmd: 'ip',
+      args: ['netns', 'exec', h.netns, ...argv],
+      env: hostEnv({
+        FLIGHTDECK_DATA_DIR: h.dataDir,
+        FLIGHTDECK_LAB_HOST: h.name,
+        PATH: `${process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin'}:${REPO_BIN}`,
+        ...env,
+      }),
+    };
+  }
+
+  /**
+   * Runs `argv` inside host `name` with FLIGHTDECK_DATA_DIR set to its data dir (so
+   * `flightdeck vm list` talks to that host). `stdio: 'inherit'` passes the terminal through;
+   * the default collects output. Resolves with the command's exit code, never throws on it.
+   */
+  async exec(
+    name: string,
+    argv: string[],
+    opts: { stdio?: 'pipe' | 'inherit'; input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+  ): Promise<RunResult> {
+    const c = this.command(name, argv, opts.env);
+    if (opts.stdio !== 'inherit') {
+      return run(c.cmd, c.args, {
+        env: c.env,
+        allowFail: true,
+        ...(opts.input !== undefined ? { input: opts.input } : {}),
+        ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+      });
+    }
+    return new Promise((resolve, reject) => {
+      const child = spawn(c.cmd, c.args, { env: c.env, stdio: 'inherit', timeout: opts.timeoutMs });
+      child.once('error', reject);
+      child.once('close', (code, sig) => resolve({ code: code ?? (sig ? 128 : 1), stdout: '', stderr: '' }));
+    });
+  }
+
+  /**
+   * Injects a fault into host `name`: `kill` SIGKILLs every process of the host (daemon, etcd
+   * member, QEMU, vdisk); `partition` cuts it off the bridge while everything keeps running;
+   * `freeze` SIGSTOPs all its processes. `heal` undoes any of them.
+   */
+  async fail(name: string, mode: FailMode): Promise<{ host: string; mode: FailMode; processes: number }> {
+    requireRoot();
+    if (!FAIL_MODES.includes(mode)) {
+      throw new FdError('FD_LAB_BAD_MODE', `fail mode "${String(mode)}" is not one of ${FAIL_MODES.join(', ')}`, {
+        hint: 'kill: SIGKILL its processes; partition: cut its link; freeze: SIGSTOP its processes',
+      });
+    }
+    const h = this.host(name);
+    let processes: number;
+    if (mode === 'kill') processes = (await killNetns(h.netns)).length;
+    else if (mode === 'partition') {
+      await partition(h.netns);
+      processes = (await netnsPids(h.netns)).length;
+    } else processes = await freezeNetns(h.netns);
+    await this.recordFailure(name, mode);
+    return { host: name, mode, processes };
+  }
+
+  /**
+   * Makes host `name` healthy again, whatever was done to it: removes a partition, resumes
+   * frozen processes, starts its etcd member (which rejoins with its data) and its daemon when
+   * they do not run (the daemon takes its VMs over or restarts them), and waits until the
+   * daemon answers.
+   */
+  async heal(name: string, opts: { readyTimeoutMs?: number } = {}): Promise<{ host: string; restarted: string[] }> {
+    requireRoot();
+    const h = this.host(name);
+    const timeoutMs = opts.readyTimeoutMs ?? 60_000;
+    await unpartition(h.netns);
+    signal(await netnsPids(h.netns), 'SIGCONT');
+    const restarted: string[] = [];
+    if (h.etcdMember && (await memberPid(h)) === undefined) {
+      const members = this.st.hosts.filter((x) => x.etcdMember);
+      const pid = await startEtcdMember(h, members, `fdlab-${this.prefix}`);
+      await waitMemberHealthy(h, pid, timeoutMs);
+      restarted.push('etcd');
+    }
+    let pid = await daemonPid(h);
+    if (pid === undefined) {
+      pid = await startHostDaemon(h, this.st.etcdEndpoints, this.st.accel);
+      restarted.push('daemon');
+    }
+    await waitDaemonReady(h, pid, timeoutMs);
+    await this.recordFailure(name, null);
+    return { host: name, restarted };
+  }
+
+  private async recordFailure(name: string, mode: FailMode | null): Promise<void> {
+    // Re-read: another process may have failed or healed another host meanwhile.
+    const st = (await readState(this.prefix)) ?? this.st;
+    if (mode) st.failures[name] = mode;
+    else delete st.failures[name];
+    await writeState(st);
+    this.st = st;
+  }
+
+  async status(): Promise<LabStatus> {
+    const st = (await readState(this.prefix)) ?? this.st;
+    this.st = st;
+    const rows = await Promise.all(
+      st.hosts.map(async (h): Promise<LabHostStatus> => {
+        const ns = await netnsExists(h.netns);
+        const pids = ns ? await netnsPids(h.netns) : [];
+        const frozen = pids.length > 0 && (await Promise.all(pids.map(stopped))).every(Boolean);
+        const cut = ns && (await isPartitioned(h.netns));
+        const ep = await hostEndpoint(h);
+        const health = ep && !frozen ? await tryRequestJson(ep, 'GET', '/api/v1/health', 1500) : undefined;
+        return {
+          name: h.name,
+          ip: h.ip,
+          apiUrl: h.apiUrl,
+          netns: ns,
+          daemonPid: (await daemonPid(h)) ?? null,
+          etcdPid: h.etcdMember ? ((await memberPid(h)) ?? null) : '-',
+          api: health?.status === 200 ? 'up' : 'down',
+          state: 'unknown',
+          failure: st.failures[h.name] ?? (frozen ? 'freeze' : cut ? 'partition' : null),
+          processes: pids.length,
+        };
+      }),
+    );
+    for (const r of rows.filter((x) => x.api === 'up')) {
+      const list = await this.hostList(r.name).catch(() => undefined);
+      if (!list) continue;
+      const states = new Map(list.map((x) => [x.name, x.state]));
+      for (const row of rows) row.state = states.get(row.name) ?? 'unknown';
+      break;
+    }
+    const members = await this.etcdMembers().catch(() => undefined);
+    return {
+      prefix: st.prefix,
+      subnet: st.subnet,
+      etcdEndpoints: st.etcdEndpoints,
+      etcdMembers: members ? members.map((m) => m.name) : null,
+      hosts: rows,
+    };
+  }
+}
+
+/** SIGSTOPs every process in the namespace until no running one is left (one may fork meanwhile). */
+async function freezeNetns(netns: string): Promise<number> {
+  const frozen = new Set<number>();
+  for (let round = 0; round < 20; round++) {
+    const pids = await netnsPids(netns);
+    const fresh = pids.filter((p) => !frozen.has(p));
+    if (fresh.length === 0) return frozen.size;
+    signal(fresh, 'SIGSTOP');
+    for (const p of fresh) frozen.add(p);
+    await sleep(20);
+  }
+  return frozen.size;
+}
