@@ -52,6 +52,7 @@ async function main(argv: string[]): Promise<number> {
         readyMs: median((b) => b.readyMs),
         guestFirstHeartbeatS: median((b) => b.guestFirstHeartbeatS),
         guestReadyUptimeS: median((b) => b.guestReadyUptimeS),
+        qemuCpuMsAtFirstHeartbeat: median((b) => b.qemuCpuMsAtFirstHeartbeat),
       }
     : undefined;
   if (json)
@@ -68,7 +69,8 @@ async function main(argv: string[]): Promise<number> {
           ? [
               `boot (${machine}, TCG, median of ${runs}): first heartbeat ${bootSummary.firstHeartbeatMs} ms, ` +
                 `FD-READY ${bootSummary.readyMs} ms after QEMU start; guest clock at first heartbeat ` +
-                `${bootSummary.guestFirstHeartbeatS} s, at FD-READY ${bootSummary.guestReadyUptimeS} s`,
+                `${bootSummary.guestFirstHeartbeatS} s, at FD-READY ${bootSummary.guestReadyUptimeS} s; ` +
+                `QEMU CPU time at first heartbeat ${bootSummary.qemuCpuMsAtFirstHeartbeat} ms`,
             ]
           : []),
       ].join('\n') + '\n',

@@ -28,6 +28,11 @@ test('every probe line kind parses to its typed event', () => {
   });
   assert.deepEqual(parseProbeLine('FD-OVFENV ip0=192.168.1.5 #'), { kind: 'ovfenv', key: 'ip0', value: '192.168.1.5' });
   assert.deepEqual(parseProbeLine('FD-POWERBTN #'), { kind: 'powerbtn' });
+  assert.deepEqual(parseProbeLine('FD-BOOT stage=initramfs uptime=1.52 #'), {
+    kind: 'boot-stage',
+    stage: 'initramfs',
+    uptimeS: 1.52,
+  });
   assert.deepEqual(parseProbeLine('FD-SHUTDOWN #\r'), { kind: 'shutdown' });
 });
 

@@ -23,6 +23,7 @@ export type ProbeEvent =
   | { kind: 'powerbtn' }
   | { kind: 'poweroff' }
   | { kind: 'shutdown' }
+  | { kind: 'boot-stage'; stage: string; uptimeS: number }
   | { kind: 'boot-error'; detail: string }
   | { kind: 'other'; tag: string; text: string };
 
@@ -83,6 +84,11 @@ export function parseProbeLine(raw: string): ProbeEvent | null {
       return { kind: 'poweroff' };
     case 'SHUTDOWN':
       return { kind: 'shutdown' };
+    case 'BOOT': {
+      const st = /^stage=(\S+) uptime=(\d+(?:\.\d+)?)$/.exec(rest);
+      if (st) return { kind: 'boot-stage', stage: st[1]!, uptimeS: Number(st[2]) };
+      return { kind: 'other', tag, text: rest };
+    }
     case 'BOOT-ERROR':
       return { kind: 'boot-error', detail: rest };
     default:
