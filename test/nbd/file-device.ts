@@ -12,6 +12,8 @@ export class FileDevice implements BlockDevice {
   readonly allocated = new Set<number>();
   flushes = 0;
   reads = 0;
+  /** Reads covering this byte fail with EIO (a bad sector). */
+  badByte: number | null = null;
   fuaWrites = 0;
   /** Called before every write reaches the file (tests delay writes with it). */
   beforeWrite: ((offset: number, length: number) => Promise<void>) | null = null;
@@ -37,6 +39,9 @@ export class FileDevice implements BlockDevice {
 
   async read(offset: number, length: number): Promise<Buffer> {
     this.reads++;
+    if (this.badByte !== null && offset <= this.badByte && this.badByte < offset + length) {
+      throw Object.assign(new Error(`I/O error at ${this.badByte}`), { code: 'EIO' });
+    }
     const buf = Buffer.allocUnsafe(length);
     const { bytesRead } = await this.fh.read(buf, 0, length, offset);
     if (bytesRead < length) buf.fill(0, bytesRead);

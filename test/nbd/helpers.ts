@@ -162,6 +162,15 @@ export class RawClient {
     return { error: h.readUInt32BE(4), cookie: Number(h.readBigUInt64BE(8)) };
   }
 
+  /** One structured reply chunk. */
+  async chunk(): Promise<{ flags: number; type: number; cookie: number; payload: Buffer }> {
+    const h = await this.read(20);
+    if (h.readUInt32BE(0) !== 0x668e33ef)
+      throw new Error(`bad structured reply magic ${h.readUInt32BE(0).toString(16)}`);
+    const payload = Buffer.from(await this.read(h.readUInt32BE(16)));
+    return { flags: h.readUInt16BE(4), type: h.readUInt16BE(6), cookie: Number(h.readBigUInt64BE(8)), payload };
+  }
+
   close(): void {
     this.socket.destroy();
   }

@@ -35,6 +35,8 @@ export interface ConnectionContext {
 const HOLE_DETECT_MIN_BYTES = 256 * 1024;
 /** Past this many requests in flight we stop reading the socket until some complete. */
 const MAX_IN_FLIGHT = 64;
+/** Adjacent reads queued together are served by one device read of at most this many bytes. */
+const MAX_MERGED_READ_BYTES = 1024 * 1024;
 /** A client that has not finished the handshake by then is dropped. */
 const HANDSHAKE_TIMEOUT_MS = 30_000;
 /** Replies queued for a client that does not read them: past this we stop taking requests. */
@@ -62,6 +64,8 @@ export class NbdConnection {
   private noZeroes = false;
   private inFlight = 0;
   private paused = false;
+  /** Reads parsed in this pass, dispatched together so contiguous ones become one device read. */
+  private pendingReads: Request[] = [];
   /** Reading stopped because the client does not read its replies. */
   private replyBacklog = false;
   private handshakeTimer: NodeJS.Timeout | null;
@@ -148,6 +152,14 @@ export class NbdConnection {
   }
 
   private parse(): void {
+    try {
+      this.parseQueued();
+    } finally {
+      this.flushReads();
+    }
+  }
+
+  private parseQueued(): void {
     const q = this.inbound;
     for (;;) {
       if (this.state === 'flags') {
@@ -200,7 +212,13 @@ export class NbdConnection {
         } else {
           q.skip(P.REQUEST_SIZE);
         }
-        this.dispatch(req, payload);
+        if (req.type === P.NBD_CMD_READ && this.mergeable(req)) {
+          this.pendingReads.push(req);
+        } else {
+          // Keep arrival order: reads parsed before this request are dispatched before it.
+          this.flushReads();
+          this.dispatch(req, payload);
+        }
       } else {
         return;
       }
@@ -398,19 +416,104 @@ export class NbdConnection {
       this.ctx.log.error('nbd request handler failed', { err: String(err) });
       this.destroy();
     } finally {
-      this.inFlight--;
-      if (this.paused && this.inFlight < MAX_IN_FLIGHT / 2 && this.state === 'transmission') {
-        this.paused = false;
-        if (!this.replyBacklog) {
-          this.socket.resume();
-          this.safeParse();
+      this.settle(1);
+    }
+  }
+
+  /** Bookkeeping when `n` requests have been answered (or abandoned). */
+  private settle(n: number): void {
+    this.inFlight -= n;
+    if (this.paused && this.inFlight < MAX_IN_FLIGHT / 2 && this.state === 'transmission') {
+      this.paused = false;
+      if (!this.replyBacklog) {
+        this.socket.resume();
+        this.safeParse();
+      }
+    }
+    if (this.inFlight === 0 && this.draining) {
+      const d = this.draining;
+      this.draining = null;
+      d();
+    }
+  }
+
+  /** Small valid reads are candidates for merging; anything else takes the ordinary path. */
+  private mergeable(req: Request): boolean {
+    return (
+      req.length > 0 &&
+      req.length <= MAX_MERGED_READ_BYTES / 2 &&
+      (req.flags & ~(P.NBD_CMD_FLAG_DF | P.NBD_CMD_FLAG_FUA)) === 0 &&
+      req.offset + req.length <= this.ctx.export.device.sizeBytes
+    );
+  }
+
+  /**
+   * Dispatches the reads parsed in this pass. Sequential readers (a guest streaming a file,
+   * qemu-img convert) pipeline adjacent reads; serving a run of them with one device read saves
+   * a thread-pool round trip per request, which is most of what a small read costs us.
+   */
+  private flushReads(): void {
+    const reads = this.pendingReads;
+    if (reads.length === 0) return;
+    this.pendingReads = [];
+    if (reads.length === 1) return this.dispatch(reads[0]!, null);
+    const sorted = [...reads].sort((a, b) => a.offset - b.offset);
+    let run: Request[] = [sorted[0]!];
+    let end = sorted[0]!.offset + sorted[0]!.length;
+    const flushRun = () => {
+      if (run.length === 1) this.dispatch(run[0]!, null);
+      else this.dispatchMerged(run);
+    };
+    for (let i = 1; i < sorted.length; i++) {
+      const r = sorted[i]!;
+      if (r.offset === end && end + r.length - run[0]!.offset <= MAX_MERGED_READ_BYTES) {
+        run.push(r);
+        end += r.length;
+      } else {
+        flushRun();
+        run = [r];
+        end = r.offset + r.length;
+      }
+    }
+    flushRun();
+  }
+
+  private dispatchMerged(reqs: Request[]): void {
+    this.inFlight += reqs.length;
+    if (this.inFlight >= MAX_IN_FLIGHT && !this.paused) {
+      this.paused = true;
+      this.socket.pause();
+    }
+    void this.runMerged(reqs);
+  }
+
+  private async runMerged(reqs: Request[]): Promise<void> {
+    const start = reqs[0]!.offset;
+    const last = reqs[reqs.length - 1]!;
+    const end = last.offset + last.length;
+    const op = this.ctx.order.enter('read', start, end);
+    let data: Buffer | null = null;
+    try {
+      if (op.ready) await op.ready;
+      // A failed merged read is retried request by request below, where each gets its own
+      // error reply and log line.
+      if (!this.socket.destroyed) data = await this.ctx.export.device.read(start, end - start).catch(() => null);
+    } finally {
+      this.ctx.order.leave(op);
+    }
+    try {
+      if (this.socket.destroyed) return;
+      for (const r of reqs) {
+        if (!data) {
+          this.dispatch(r, null);
+          continue;
         }
+        const slice = data.subarray(r.offset - start, r.offset - start + r.length);
+        if (this.structured) this.dataChunk(r, P.NBD_REPLY_FLAG_DONE, r.offset, slice);
+        else this.simpleReply(r, 0, slice);
       }
-      if (this.inFlight === 0 && this.draining) {
-        const d = this.draining;
-        this.draining = null;
-        d();
-      }
+    } finally {
+      this.settle(reqs.length);
     }
   }
 
