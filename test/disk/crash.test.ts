@@ -18,14 +18,19 @@ import { plan, stamp } from './crash-plan.js';
 import { pattern, qemuImg, repoRoot, withTempDir } from './helpers.js';
 
 const ROUNDS = Number(process.env['FD_CRASH_ROUNDS'] ?? 30);
-const GENS = 400;
+const GENS = 160;
 const SIZE = 12 * MiB;
 
-/** Starts a node child, waits for "ready", kills it after delayMs; returns the last "done N" it printed. */
+/**
+ * Starts a node child, waits for "ready" (or for "done AFTER" when given, so kills land at every
+ * stage of the run however fast the machine is), kills it after delayMs more; returns the last
+ * "done N" it printed.
+ */
 async function runAndKill(
   script: string,
   args: string[],
   delayMs: number,
+  afterDone?: number,
 ): Promise<{ lastDone: number; exited: boolean }> {
   const child = spawn(process.execPath, [join(repoRoot(), 'dist', 'test', 'disk', script), ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -35,7 +40,7 @@ async function runAndKill(
   const readyP = new Promise<void>((r) => (ready = r));
   child.stdout.on('data', (b: Buffer) => {
     out += b.toString();
-    if (out.includes('ready\n')) ready();
+    if (afterDone === undefined ? out.includes('ready\n') : out.includes(`done ${afterDone}\n`)) ready();
   });
   const exitP = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   await Promise.race([readyP, exitP]);
@@ -63,12 +68,16 @@ test(`SIGKILL of a writer ${ROUNDS} times: every sector old or new, acknowledged
       // Small blocks in the dynamic case so many allocations are in flight when the kill lands.
       else await createVhd(path, { sizeBytes: SIZE, blockSizeBytes: round % 4 === 0 ? 64 * 1024 : 2 * MiB });
       const seed = 1000 + round;
+      // Kill right after a pseudo-random acknowledged write, spread over the whole run.
+      const after = 1 + Math.floor((((round * 7919) % 1000) / 1000) * (GENS - 20));
       const { lastDone, exited } = await runAndKill(
         'crash-writer.js',
         [path, String(seed), String(GENS)],
-        5 + ((round * 37) % 120),
+        round % 3,
+        after,
       );
       if (!exited) killedMidway++;
+      if (process.env['FD_CRASH_VERBOSE']) process.stdout.write(`# round ${round}: killed after write ${lastDone}\n`);
       const writes = plan(seed, GENS, SIZE / 512);
       const problems = (await checkVhd(path)).problems;
       assert.deepEqual(problems, [], `round ${round}: check is clean`);
