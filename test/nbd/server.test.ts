@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startNbdServer, type NbdServer } from '../../src/disk/nbd/server.js';
-import { sleep } from '../../src/core/process.js';
+import { run, sleep } from '../../src/core/process.js';
 import { FileDevice } from './file-device.js';
 import { RawClient, nbdUrl, qemuImg, qemuIo, tempDir, u32 } from './helpers.js';
 
@@ -333,6 +333,71 @@ describe('NBD server with a malformed client', () => {
       await assert.rejects(c.handshake({ exportName: 'nope' }), /0x80000006/);
     } finally {
       c.close();
+    }
+  });
+});
+
+describe('NBD server handshake options', () => {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  before(async () => ({ dir, cleanup } = await tempDir('fd-nbd-opt-')));
+  after(async () => cleanup());
+
+  test('qemu-nbd --list sees the export, its description, block sizes and base:allocation', async () => {
+    const file = join(dir, 'list.raw');
+    const dev = await FileDevice.create(file, 4 * MiB);
+    const socket = join(dir, 'list.sock');
+    const server = await startNbdServer({
+      socketPath: socket,
+      device: dev,
+      exportName: 'disk0',
+      description: 'vm1 root',
+    });
+    try {
+      // LIST, INFO (per export) and LIST_META_CONTEXT, from QEMU's own client.
+      const out = (await run('qemu-nbd', ['--list', '-k', socket])).stdout;
+      assert.match(out, /export: 'disk0'/);
+      assert.match(out, /description: vm1 root/);
+      assert.match(out, /size:\s+4194304/);
+      assert.match(out, /min block: 512/);
+      assert.match(out, /max block: 33554432/);
+      assert.match(out, /base:allocation/);
+      // The named export works through a URL that names it; the default name is not served.
+      await qemuIo(socket, ['write -P 0x12 0 4k'], { url: nbdUrl(socket, 'disk0') });
+      assert.deepEqual(await dev.read(0, 4096), Buffer.alloc(4096, 0x12));
+      const wrong = await qemuIo(socket, ['read 0 4k'], { allowFail: true });
+      assert.match(wrong, /export|not (available|found)|unknown/i);
+    } finally {
+      await server.close();
+      await dev.close();
+    }
+  });
+
+  test('old-style NBD_OPT_EXPORT_NAME and NBD_OPT_ABORT', async () => {
+    const dev = await FileDevice.create(join(dir, 'old.raw'), MiB);
+    const socket = join(dir, 'old.sock');
+    const server = await startNbdServer({ socketPath: socket, device: dev });
+    try {
+      const c = await RawClient.connect(socket);
+      await c.read(18);
+      c.socket.write(u32(1)); // FIXED_NEWSTYLE only: the reply keeps its 124 zero bytes
+      c.option(1, Buffer.alloc(0));
+      const r = await c.read(10 + 124);
+      assert.equal(r.readBigUInt64BE(0), BigInt(MiB));
+      assert.ok(r.subarray(10).every((b) => b === 0));
+      c.request(0, 1, 0, 512);
+      assert.deepEqual(await c.simpleReply(), { error: 0, cookie: 1 });
+      c.close();
+
+      const a = await RawClient.connect(socket);
+      await a.read(18);
+      a.socket.write(u32(3));
+      a.option(2, Buffer.alloc(0));
+      assert.equal((await a.optionReply()).type, 1, 'NBD_OPT_ABORT is acknowledged');
+      await a.waitClosed();
+    } finally {
+      await server.close();
+      await dev.close();
     }
   });
 });

@@ -276,10 +276,13 @@ export class NbdConnection {
         return;
       case P.NBD_OPT_LIST: {
         if (data.length !== 0) return this.optionError(option, P.NBD_REP_ERR_INVALID, 'NBD_OPT_LIST takes no data');
+        // Name, then the description as the free-form rest (what `qemu-nbd --list` prints).
         const name = Buffer.from(exp.name, 'utf8');
-        const d = Buffer.allocUnsafe(4 + name.length);
+        const desc = Buffer.from(exp.description ?? '', 'utf8');
+        const d = Buffer.allocUnsafe(4 + name.length + desc.length);
         d.writeUInt32BE(name.length, 0);
         name.copy(d, 4);
+        desc.copy(d, 4 + name.length);
         this.optionReply(option, P.NBD_REP_SERVER, d);
         this.optionReply(option, P.NBD_REP_ACK);
         return;
