@@ -22,7 +22,7 @@ export function plan(seed: number, gens: number, sectors: number): PlannedWrite[
   const out: PlannedWrite[] = [];
   for (let g = 1; g <= gens; g++) {
     // Mostly small writes, some spanning several blocks.
-    const count = rnd(10) < 8 ? 1 + rnd(16) : 1 + rnd(8192);
+    const count = rnd(10) < 8 ? 1 + rnd(16) : 1 + rnd(2048);
     const sector = rnd(Math.max(1, sectors - count));
     out.push({ gen: g, sector, count: Math.min(count, sectors - sector) });
   }
