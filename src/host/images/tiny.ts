@@ -187,7 +187,8 @@ export async function buildTinyImage(opts: BuildTinyOptions = {}): Promise<TinyI
   try {
     // Another builder may have finished while we waited for the lock.
     if (!opts.force && (await isComplete(finalDir))) return result(false);
-    const work = join(cacheRoot, `.build-${inputs.key}-${randomBytes(4).toString('hex')}`);
+    // The pid in the name lets a later build clear what a killed builder left behind.
+    const work = join(cacheRoot, `.build-${process.pid}-${randomBytes(4).toString('hex')}`);
     try {
       await buildInto(work, inputs, opts.onProgress);
       if (await isComplete(finalDir)) {
@@ -228,6 +229,8 @@ const KEEP_OLD_IMAGES = 3;
 async function pruneOld(cacheRoot: string, current: string): Promise<void> {
   const entries: Array<{ name: string; mtimeMs: number }> = [];
   for (const name of await readdir(cacheRoot)) {
+    const builder = /^\.build-(\d+)-/.exec(name);
+    if (builder && !pidAlive(Number(builder[1]))) await rm(join(cacheRoot, name), { recursive: true, force: true });
     if (name === current || name === 'latest' || name.startsWith('.')) continue;
     const st = await stat(join(cacheRoot, name, 'manifest.json')).catch(() => null);
     if (st) entries.push({ name, mtimeMs: st.mtimeMs });
