@@ -111,8 +111,8 @@ async function convert(
   const start = header.overheadSectors * SECTOR;
   if (start < r.position)
     throw new FdError('FD_VMDK_BAD_HEADER', `${source}: overHead ${header.overheadSectors} lies inside the descriptor`);
-  if ((await r.skip(start - r.position)) < start - r.position)
-    throw truncated(source, 'the metadata before the first grain');
+  const lead = start - r.position;
+  if ((await r.skip(lead)) < lead) throw truncated(source, 'the metadata before the first grain');
 
   await sink.begin?.({ sizeBytes, header, descriptor });
 
@@ -166,6 +166,9 @@ async function convert(
       const pad = (SECTOR - (r.position % SECTOR)) % SECTOR;
       if (pad && (await r.skip(pad)) < pad) throw truncated(source, 'padding after a grain');
       const m = await r.read(GRAIN_MARKER_BYTES);
+      // qemu-img ends small streams (grain directory in the header, not GD_AT_END) without an
+      // end-of-stream marker; only a stream that promised its directory at the end must have one.
+      if (m.length === 0 && header.gdOffsetSectors !== undefined) break;
       if (m.length === 0) {
         throw new FdError('FD_VMDK_TRUNCATED', `${source} ends without an end-of-stream marker`, {
           hint: 'the file is incomplete: download or copy it again',

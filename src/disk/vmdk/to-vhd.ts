@@ -21,8 +21,12 @@ const BATCH_BLOCKS = 8;
 export async function streamVmdkToVhd(
   input: ByteSource,
   path: string,
-  opts: StreamVmdkOptions & { blockSizeBytes?: number } = {},
-): Promise<StreamVmdkResult & { path: string; sequential: boolean }> {
+  opts: StreamVmdkOptions & {
+    blockSizeBytes?: number;
+    /** Picks the VHD's virtual size from the VMDK's (may throw to refuse); default the same. */
+    targetSizeBytes?: (vmdkSizeBytes: number) => number;
+  } = {},
+): Promise<StreamVmdkResult & { path: string; sequential: boolean; vhdSizeBytes: number }> {
   const abs = resolve(path);
   const tmp = tempPathFor(abs);
   const blockSize = opts.blockSizeBytes ?? DEFAULT_BLOCK_SIZE;
@@ -33,6 +37,7 @@ export async function streamVmdkToVhd(
   let block: Buffer | undefined;
   let dirty = false;
   let batch: Array<[number, Buffer]> = [];
+  let vhdSizeBytes = 0;
 
   // One append stays in flight while the next blocks are inflated and assembled.
   let inFlight: Promise<void> = Promise.resolve();
@@ -72,9 +77,10 @@ export async function streamVmdkToVhd(
       input,
       {
         async begin({ sizeBytes }) {
-          checkNewSize(sizeBytes);
+          vhdSizeBytes = opts.targetSizeBytes ? opts.targetSizeBytes(sizeBytes) : sizeBytes;
+          checkNewSize(vhdSizeBytes);
           fh = await open(tmp, 'wx', 0o644);
-          writer = new DynamicVhdWriter(fh, planDynamic(newFooter('dynamic', sizeBytes), blockSize, null));
+          writer = new DynamicVhdWriter(fh, planDynamic(newFooter('dynamic', vhdSizeBytes), blockSize, null));
         },
         async write(offset, data) {
           if (img) return img.write(offset, data);
@@ -119,7 +125,7 @@ export async function streamVmdkToVhd(
     }
     await rename(tmp, abs);
     await fsyncDir(dirname(abs));
-    return { ...res, path: abs, sequential };
+    return { ...res, path: abs, sequential, vhdSizeBytes };
   } catch (err) {
     await inFlight.catch(() => undefined);
     if (img) await img.close().catch(() => undefined);
