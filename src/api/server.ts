@@ -14,6 +14,7 @@ import { registerEvents } from './events.js';
 import { Metrics, registerMetrics } from './metrics.js';
 import { registerConsole } from './console.js';
 import { forwardTo } from './forward.js';
+import { registerUpload } from './upload.js';
 
 const ALLOWED: Record<TokenRecord['role'], Permission[]> = {
   admin: ['read', 'write', 'admin'],
@@ -155,5 +156,6 @@ export async function createServer(
   registerEvents(app, svc, requireAuth);
   registerMetrics(app, svc, metrics, requireAuth);
   registerConsole(app, svc, requireAuth);
+  registerUpload(app, svc, requireAuth);
   return app;
 }

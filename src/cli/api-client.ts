@@ -4,7 +4,8 @@
  */
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
 import { FdError, isErrno } from '../core/errors.js';
 
@@ -99,19 +100,59 @@ export class ApiClient {
     });
   }
 
+  /** Streams a file as an application/octet-stream body (image uploads), with progress. */
+  async upload<T>(
+    path: string,
+    file: string,
+    onProgress?: (sentBytes: number, totalBytes: number) => void,
+  ): Promise<ApiResponse<T>> {
+    const { size } = await stat(file);
+    const url = new URL(this.url + path);
+    const req = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    return new Promise((resolve, reject) => {
+      const r = req(
+        url,
+        {
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${this.token}`,
+            'content-type': 'application/octet-stream',
+            'content-length': size,
+          },
+          ...(this.ca ? { ca: this.ca } : {}),
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString();
+            let body: unknown = text;
+            try {
+              body = JSON.parse(text);
+            } catch {
+              // keep the text
+            }
+            resolve({ status: res.statusCode ?? 0, headers: res.headers, body: body as T });
+          });
+        },
+      );
+      r.on('error', (err) =>
+        reject(new FdError('FD_DAEMON_UNREACHABLE', `upload to ${this.url} failed: ${err.message}`, { cause: err })),
+      );
+      let sent = 0;
+      const src = createReadStream(file);
+      src.on('data', (c) => {
+        sent += c.length;
+        onProgress?.(sent, size);
+      });
+      src.on('error', reject);
+      src.pipe(r);
+    });
+  }
+
   /** Calls and throws the API's error as an FdError on a non-2xx answer. */
   async ok<T>(method: string, path: string, body?: unknown): Promise<ApiResponse<T>> {
-    const res = await this.call<T>(method, path, body);
-    if (res.status >= 400) {
-      const e = (res.body as { error?: { code?: string; message?: string; hint?: string; details?: unknown } } | null)
-        ?.error;
-      throw new FdError((e?.code as `FD_${string}`) ?? 'FD_API_ERROR', e?.message ?? `HTTP ${res.status}`, {
-        ...(e?.hint ? { hint: e.hint } : {}),
-        status: res.status,
-        details: e?.details,
-      });
-    }
-    return res;
+    return throwIfError(await this.call<T>(method, path, body));
   }
 
   wsUrl(path: string): string {
@@ -125,4 +166,18 @@ export class ApiClient {
   get caPem(): string | undefined {
     return this.ca;
   }
+}
+
+/** Turns an API error answer into the FdError it carries. */
+export function throwIfError<T>(res: ApiResponse<T>): ApiResponse<T> {
+  if (res.status >= 400) {
+    const e = (res.body as { error?: { code?: string; message?: string; hint?: string; details?: unknown } } | null)
+      ?.error;
+    throw new FdError((e?.code as `FD_${string}`) ?? 'FD_API_ERROR', e?.message ?? `HTTP ${res.status}`, {
+      ...(e?.hint ? { hint: e.hint } : {}),
+      status: res.status,
+      details: e?.details,
+    });
+  }
+  return res;
 }

@@ -29,7 +29,13 @@ export const Mac = z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i, 'a MAC li
 
 export const VmNic = z.strictObject({ id: z.string(), mac: Mac, network: Name });
 export const VmDiskRef = z.strictObject({ id: z.string(), diskId: z.string() });
-export const VmCdrom = z.strictObject({ id: z.string(), image: Name.nullable(), path: z.string().nullable() });
+export const VmCdrom = z.strictObject({
+  id: z.string(),
+  image: Name.nullable(),
+  path: z.string().nullable(),
+  /** sata for installers; scsi (virtio-scsi) for seed ISOs, which every cloud image reads. */
+  bus: z.enum(['sata', 'scsi']).default('sata'),
+});
 
 export const VmRecord = z.strictObject({
   id: z.uuid(),

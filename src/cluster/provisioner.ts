@@ -166,10 +166,10 @@ export class Provisioner {
         });
       }
       const cdroms: VmRecord['cdroms'] = [];
-      if (spec.iso) cdroms.push({ id: 'cd0', image: spec.iso, path: null });
+      if (spec.iso) cdroms.push({ id: 'cd0', image: spec.iso, path: null, bus: 'sata' });
       if (spec.cloudInit) {
         t.log('building the cloud-init NoCloud seed ISO');
-        cdroms.push({ id: `cd${cdroms.length}`, image: null, path: await this.buildSeedIso(dir, spec) });
+        cdroms.push({ id: `cd${cdroms.length}`, image: null, path: await this.buildSeedIso(dir, spec), bus: 'scsi' });
       }
       const mac = macFromSeed(createHash('sha256').update(id).digest());
       const vm: VmRecord = {
@@ -180,7 +180,8 @@ export class Provisioner {
         machine: 'q35',
         firmware: spec.firmware,
         boot: spec.iso ? ['cdrom', 'disk'] : ['disk'],
-        kernelImage: image?.kernel ? image.name : null,
+        // An installer ISO boots through the firmware; direct kernel boot would bypass it.
+        kernelImage: image?.kernel && !spec.iso ? image.name : null,
         disks: disks.map((d, i) => ({ id: `disk${i}`, diskId: d.id })),
         cdroms,
         nics: spec.network === 'none' ? [] : [{ id: 'net0', mac, network: spec.network }],

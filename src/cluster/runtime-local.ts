@@ -82,7 +82,11 @@ export async function createLocalRuntime(o: {
       return rec;
     };
     const cdroms = await Promise.all(
-      vm.cdroms.map(async (c) => ({ id: c.id, iso: c.path ?? (c.image ? (await image(c.image)).path : null) })),
+      vm.cdroms.map(async (c) => ({
+        id: c.id,
+        bus: c.bus ?? 'sata',
+        iso: c.path ?? (c.image ? (await image(c.image)).path : null),
+      })),
     );
     const nics = await Promise.all(
       vm.nics.map(async (n) => {

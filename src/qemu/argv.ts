@@ -102,8 +102,12 @@ export function buildQemuArgv(spec: VmSpec, ctx: LaunchContext): string[] {
         : `ide-hd,drive=${qemuIds.diskNode(d.id)},id=${qemuIds.diskDevice(d.id)},${ataBus()}`;
     a.push('-device', bi === undefined ? dev : `${dev},bootindex=${bi}`);
   }
+  if (spec.cdroms.some((c) => c.bus === 'scsi')) a.push('-device', 'virtio-scsi-pci,id=scsi0');
   for (const c of spec.cdroms) {
-    let dev = `ide-cd,id=${qemuIds.cdromDevice(c.id)},${ataBus()}`;
+    let dev =
+      c.bus === 'scsi'
+        ? `scsi-cd,id=${qemuIds.cdromDevice(c.id)},bus=scsi0.0`
+        : `ide-cd,id=${qemuIds.cdromDevice(c.id)},${ataBus()}`;
     if (c.iso) {
       a.push(
         '-blockdev',

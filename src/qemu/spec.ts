@@ -40,6 +40,11 @@ export const CdromSpec = z
     id: DeviceId,
     /** The ISO in the drive, or null for an empty drive (media can be changed while running). */
     iso: AbsPath.nullable().default(null),
+    /**
+     * sata (IDE on pc): what every installer and firmware reads. scsi: on a virtio-scsi
+     * controller, for guests without an AHCI driver (the tiny image) and for seed ISOs.
+     */
+    bus: z.enum(['sata', 'scsi']).default('sata'),
   })
   .strict();
 

@@ -5,17 +5,24 @@ import { commandFromOperation } from '../api-commands.js';
 import { diskCommands } from './disk.js';
 import { diskServeCommands } from './disk-serve.js';
 import { ovfCommands } from './ovf.js';
+import { labCommands } from './lab.js';
 import { serveCommands } from './serve.js';
 import { consoleCommands } from './console.js';
+import { imageImportCommands } from './image-import.js';
 
 export function allCommands(): CommandDef[] {
-  const generated = operations.map(commandFromOperation).filter((c): c is CommandDef => c !== undefined);
+  // Commands written by hand replace the generated verb of the same name (uploads, consoles).
+  const custom = [...consoleCommands, ...imageImportCommands];
+  const generated = operations
+    .map(commandFromOperation)
+    .filter((c): c is CommandDef => c !== undefined && !custom.some((x) => x.noun === c.noun && x.verb === c.verb));
   return [
     ...serveCommands,
     ...generated,
-    ...consoleCommands,
+    ...custom,
     ...diskCommands,
     ...diskServeCommands,
     ...ovfCommands,
+    ...labCommands,
   ] as CommandDef[];
 }

@@ -35,9 +35,9 @@ export function daemonPid(h: DaemonHost): Promise<number | undefined> {
 
 /** Environment for processes of a host: the caller's, minus anything pointing elsewhere. */
 export function hostEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env = { ...process.env, ...extra };
+  const env = { ...process.env };
   for (const k of ['FLIGHTDECK_DATA_DIR', 'FLIGHTDECK_URL', 'FLIGHTDECK_TOKEN', 'FLIGHTDECK_CA']) delete env[k];
-  return env;
+  return { ...env, ...extra };
 }
 
 export async function startHostDaemon(h: DaemonHost, etcdEndpoints: string[], accel: string): Promise<number> {

@@ -1,0 +1,164 @@
+/**
+ * Images the way people install guests, through the real CLI and daemon: disk images imported
+ * by path and by upload (converted to VHD, content identical per qemu-img), an installer ISO
+ * that the VM boots from, and a cloud-init NoCloud seed whose contents the guest reads.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, mkdir, copyFile, writeFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TestDaemon } from '../helpers/daemon.js';
+import { run, waitFor } from '../../src/core/process.js';
+import { parseProbeLine } from '../../src/host/images/probes.js';
+
+interface Image {
+  name: string;
+  kind: string;
+  format: string;
+  path: string;
+  kernel: string | null;
+  initrd: string | null;
+}
+interface Task<R = unknown> {
+  state: string;
+  result: R;
+  error: { code: string } | null;
+}
+
+let d: TestDaemon;
+let work: string;
+
+before(async () => {
+  d = await TestDaemon.start();
+  work = await mkdtemp(join(tmpdir(), 'fd-img-'));
+  const r = await d.cli(['image', 'build', 'tiny']);
+  assert.equal(r.code, 0, r.stderr);
+});
+after(async () => {
+  await d?.dispose();
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+async function serial(name: string): Promise<string[]> {
+  return (await d.json<{ serial: string[] }>(['vm', 'logs', name, '--lines', '2000'])).serial;
+}
+
+test('a qcow2 disk image imported by path and by upload becomes a VHD with the same content', async () => {
+  const src = join(work, 'src.qcow2');
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', src, '24M']);
+  await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 1M 3M', '-c', 'write -P 0xc3 20M 64k', src]);
+  const byPath = await d.json<Task<Image>>(['image', 'import', src, '--name', 'q-path']);
+  assert.equal(byPath.state, 'succeeded', JSON.stringify(byPath.error));
+  const byUpload = await d.json<Task<Image>>(['image', 'import', src, '--name', 'q-upload', '--upload']);
+  assert.equal(byUpload.state, 'succeeded', JSON.stringify(byUpload.error));
+  for (const img of [byPath.result, byUpload.result]) {
+    assert.equal(img.format, 'vhd');
+    const cmp = await run('qemu-img', ['compare', '-f', 'vpc', '-F', 'qcow2', img.path, src], { allowFail: true });
+    assert.equal(cmp.code, 0, `${img.name}: ${cmp.stdout}${cmp.stderr}`);
+  }
+  const again = await d.cli(['image', 'import', src, '--name', 'q-path']);
+  assert.equal(again.code, 1);
+  assert.match(again.stderr, /FD_IMAGE_EXISTS/);
+  const missing = await d.cli(['image', 'import', join(work, 'nope.qcow2'), '--name', 'nope']);
+  assert.match(missing.stderr, /FD_IMAGE_FILE_NOT_FOUND/);
+});
+
+test('a VM created with --iso boots from the installer ISO', async () => {
+  const tiny = await d.json<Image>(['image', 'show', 'tiny']);
+  const root = join(work, 'iso');
+  await mkdir(join(root, 'isolinux'), { recursive: true });
+  await copyFile('/usr/lib/ISOLINUX/isolinux.bin', join(root, 'isolinux', 'isolinux.bin'));
+  await copyFile('/usr/lib/syslinux/modules/bios/ldlinux.c32', join(root, 'isolinux', 'ldlinux.c32'));
+  await copyFile(tiny.kernel!, join(root, 'vmlinuz'));
+  await copyFile(tiny.initrd!, join(root, 'initrd'));
+  await writeFile(
+    join(root, 'isolinux', 'isolinux.cfg'),
+    'SERIAL 0 115200\nDEFAULT fd\nPROMPT 0\nTIMEOUT 1\nLABEL fd\n  KERNEL /vmlinuz\n  APPEND initrd=/initrd console=ttyS0 root=/dev/vda fd.bootedfrom=iso\n',
+  );
+  const iso = join(work, 'boot.iso');
+  await run('xorriso', [
+    '-as',
+    'mkisofs',
+    '-quiet',
+    '-o',
+    iso,
+    '-b',
+    'isolinux/isolinux.bin',
+    '-c',
+    'isolinux/boot.cat',
+    '-no-emul-boot',
+    '-boot-load-size',
+    '4',
+    '-boot-info-table',
+    root,
+  ]);
+  const imported = await d.json<Task<Image>>(['image', 'import', iso, '--name', 'installer']);
+  assert.equal(imported.result.kind, 'iso');
+
+  await d.json([
+    'vm',
+    'create',
+    'inst',
+    '--image',
+    'tiny',
+    '--iso',
+    'installer',
+    '--memory',
+    '128M',
+    '--start',
+    'true',
+  ]);
+  // The kernel prints the command line isolinux gave it; then the guest comes up from its disk.
+  await waitFor(
+    'boot from the ISO, then the heartbeat',
+    async () => {
+      const lines = await serial('inst');
+      return lines.some((l) => l.includes('fd.bootedfrom=iso')) &&
+        lines.some((l) => parseProbeLine(l)?.kind === 'heartbeat')
+        ? true
+        : undefined;
+    },
+    { timeoutMs: 90_000, intervalMs: 500 },
+  );
+  const busy = await d.cli(['image', 'delete', 'installer']);
+  assert.match(busy.stderr, /FD_IMAGE_BUSY/);
+  await d.json(['vm', 'delete', 'inst', '--force', 'true']);
+  await d.json(['image', 'delete', 'installer']);
+});
+
+test('--cloud-init builds a NoCloud seed ISO the guest reads', async () => {
+  await d.json([
+    'vm',
+    'create',
+    'seeded',
+    '--image',
+    'tiny',
+    '--memory',
+    '128M',
+    '--cloud-init',
+    'hostname=seedy,user=ann',
+    '--start',
+    'true',
+  ]);
+  const seed = await waitFor(
+    'FD-SEED lines',
+    async () => {
+      const ev = (await serial('seeded')).map(parseProbeLine).filter((e) => e?.kind === 'seed');
+      return ev.some((e) => e?.kind === 'seed' && e.key === 'hostname') ? ev : undefined;
+    },
+    { timeoutMs: 90_000, intervalMs: 500 },
+  );
+  assert.ok(
+    seed.some((e) => e?.kind === 'seed' && e.key === 'hostname' && e.value === 'seedy'),
+    JSON.stringify(seed),
+  );
+  assert.ok(
+    seed.some((e) => e?.kind === 'seed' && e.key === 'user-data' && e.value.includes('name: ann')),
+    JSON.stringify(seed),
+  );
+  const bad = await d.cli(['vm', 'create', 'badseed', '--image', 'tiny', '--cloud-init', 'colour=red']);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /FD_BAD_REQUEST/);
+  await d.json(['vm', 'delete', 'seeded', '--force', 'true']);
+});
