@@ -31,7 +31,7 @@ import {
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
-import { fsyncDir } from '../../core/atomic-file.js';
+import { fsyncDir, writeFileAtomic } from '../../core/atomic-file.js';
 import { FdError, isErrno } from '../../core/errors.js';
 import { pidAlive, run, sleep } from '../../core/process.js';
 import { Progress, type ProgressListener } from '../../core/progress.js';
@@ -84,7 +84,7 @@ export interface TinyImage extends TinyImagePaths {
 export interface BuildTinyOptions {
   /** Cache root; the image lands in `<cacheDir>/tiny/<key>`. */
   cacheDir?: string;
-  /** Rebuild even when the cache holds this key. */
+  /** Rebuild even when the cache holds this key (and ask apt afresh for package versions). */
   force?: boolean;
   onProgress?: ProgressListener;
 }
@@ -137,8 +137,59 @@ interface Inputs {
   busybox: DebPackage;
 }
 
-async function resolveInputs(): Promise<Inputs> {
-  const [kernel, busybox] = await Promise.all([resolveKernelPackage(), resolvePackage('busybox-static')]);
+interface ResolvedTools {
+  stamp: string;
+  kernel: DebPackage;
+  busybox: DebPackage;
+  tools: Record<string, string>;
+}
+
+/**
+ * A fingerprint of what apt-cache and the tool versions depend on: the package lists and the
+ * dpkg database. While it is unchanged, the last resolution is reused, because asking apt-cache
+ * takes seconds on a busy host and every test that wants the image asks.
+ */
+async function aptStamp(): Promise<string> {
+  const parts: string[] = [`zlib ${process.versions.zlib ?? ''}`];
+  for (const p of [
+    '/var/lib/dpkg/status',
+    '/etc/apt/preferences',
+    '/etc/apt/preferences.d',
+    '/etc/apt/sources.list.d',
+  ]) {
+    const st = await stat(p).catch(() => null);
+    parts.push(`${p} ${st ? `${st.size} ${st.mtimeMs}` : '-'}`);
+  }
+  const lists = '/var/lib/apt/lists';
+  for (const name of (await readdir(lists).catch(() => [] as string[])).sort()) {
+    const st = await stat(join(lists, name)).catch(() => null);
+    if (st?.isFile()) parts.push(`${name} ${st.size} ${st.mtimeMs}`);
+  }
+  return createHash('sha256').update(parts.join('\n')).digest('hex');
+}
+
+async function resolveTools(cacheRoot: string, fresh: boolean): Promise<ResolvedTools> {
+  const memo = join(cacheRoot, '.inputs.json');
+  const stamp = await aptStamp();
+  if (!fresh) {
+    const prev = await readFile(memo, 'utf8').then(
+      (t) => JSON.parse(t) as ResolvedTools,
+      () => null,
+    );
+    if (prev?.stamp === stamp) return prev;
+  }
+  const [kernel, busybox, tools] = await Promise.all([
+    resolveKernelPackage(),
+    resolvePackage('busybox-static'),
+    toolVersions(),
+  ]);
+  const resolved = { stamp, kernel, busybox, tools };
+  await writeFileAtomic(memo, JSON.stringify(resolved));
+  return resolved;
+}
+
+async function resolveInputs(cacheRoot: string, fresh: boolean): Promise<Inputs> {
+  const { kernel, busybox, tools } = await resolveTools(cacheRoot, fresh);
   const h = createHash('sha256');
   const here = dirname(fileURLToPath(import.meta.url));
   for (const m of RECIPE_MODULES) h.update(`recipe ${m}\0`).update(await readFile(join(here, m)));
@@ -147,7 +198,7 @@ async function resolveInputs(): Promise<Inputs> {
     JSON.stringify({
       kernel,
       busybox,
-      tools: await toolVersions(),
+      tools,
       modules: [TINY_INITRAMFS_MODULES, TINY_ROOTFS_MODULES],
     }),
   );
@@ -167,7 +218,7 @@ export async function buildTinyImage(opts: BuildTinyOptions = {}): Promise<TinyI
       cause: err,
     });
   }
-  const inputs = await resolveInputs();
+  const inputs = await resolveInputs(cacheRoot, opts.force ?? false);
   const finalDir = join(cacheRoot, inputs.key);
   const result = (built: boolean): TinyImage => ({
     ...tinyImagePaths(finalDir),
