@@ -229,6 +229,36 @@ test('daemon SIGKILL: running VMs keep running (same pid), an interrupted task i
   await d.json(['vm', 'delete', 'halfway', '--force', 'true']);
 });
 
+test('live events: a VM created and a task finishing arrive as Server-Sent Events', async () => {
+  const ctl = new AbortController();
+  const res = await fetch(d.url + '/api/v1/events', {
+    headers: { authorization: `Bearer ${d.token}` },
+    signal: ctl.signal,
+  });
+  assert.equal(res.headers.get('content-type'), 'text/event-stream');
+  let text = '';
+  const reader = (async () => {
+    const dec = new TextDecoder();
+    try {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) text += dec.decode(chunk);
+    } catch {
+      // aborted below
+    }
+  })();
+  await d.json(['vm', 'create', 'evented', '--image', 'tiny', '--memory', '128M']);
+  await waitFor(
+    'vm and task events',
+    () =>
+      /event: vm\ndata: .*"name":"evented"/.test(text) && /event: task\ndata: .*"state":"succeeded"/.test(text)
+        ? true
+        : undefined,
+    { timeoutMs: 10_000 },
+  );
+  ctl.abort();
+  await reader;
+  await d.json(['vm', 'delete', 'evented']);
+});
+
 test('OpenAPI, docs and metrics are served', async () => {
   await d.json(['vm', 'create', 'metered', '--image', 'tiny', '--memory', '128M']);
   const doc = (await d.api('GET', '/api/v1/openapi.json')).body as {
