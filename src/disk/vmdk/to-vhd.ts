@@ -41,12 +41,21 @@ export async function streamVmdkToVhd(
 
   // One append stays in flight while the next blocks are inflated and assembled.
   let inFlight: Promise<void> = Promise.resolve();
+  // Block buffers are reused once their append is done: allocating 2 MiB per block keeps the
+  // garbage collector busy for nothing.
+  const free: Buffer[] = [];
+  const newBlock = (): Buffer => {
+    const b = free.pop();
+    return b ? b.fill(0) : Buffer.alloc(blockSize);
+  };
   const flushBatch = async (): Promise<void> => {
     await inFlight;
     if (batch.length) {
       const w = writer!;
       const b = batch;
-      inFlight = w.appendBlocks(b);
+      inFlight = w.appendBlocks(b).then(() => {
+        for (const [, buf] of b) free.push(buf);
+      });
       inFlight.catch(() => undefined);
     }
     batch = [];
@@ -57,6 +66,7 @@ export async function streamVmdkToVhd(
   };
   const closeBlock = async (): Promise<void> => {
     if (dirty) batch.push([cur, block!]);
+    else if (block) free.push(block);
     block = undefined;
     dirty = false;
     if (batch.length >= BATCH_BLOCKS) await flushBatch();
@@ -95,7 +105,7 @@ export async function streamVmdkToVhd(
             if (blk > cur) {
               if (cur >= 0) await closeBlock();
               cur = blk;
-              block = Buffer.alloc(blockSize);
+              block = newBlock();
             }
             const inBlock = pos - blk * blockSize;
             const n = Math.min(data.length - done, blockSize - inBlock);
