@@ -234,47 +234,47 @@ static int listen_on(int family) {
   return s;
 }
 
-/* One process, poll loop: connections are long-lived (they must survive live migration) and
- * few, so no per-connection process is needed. */
-#define MAX_FDS 256
+/* A process per connection: a client that stops reading blocks only its own connection, and
+ * connections are few and long-lived (they must survive live migration). */
+static void echo_connection(int c) {
+  char buf[65536];
+  int one = 1;
+  setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  for (;;) {
+    ssize_t n = read(c, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) _exit(0);
+    for (ssize_t off = 0; off < n;) {
+      ssize_t w = write(c, buf + off, (size_t)(n - off));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) _exit(0);
+      off += w;
+    }
+  }
+}
+
 static void echo(void) {
-  struct pollfd fds[MAX_FDS];
+  struct pollfd fds[2];
   int nfds = 0;
   int s4 = listen_on(AF_INET), s6 = listen_on(AF_INET6);
   if (s4 >= 0) fds[nfds++] = (struct pollfd){.fd = s4, .events = POLLIN};
   if (s6 >= 0) fds[nfds++] = (struct pollfd){.fd = s6, .events = POLLIN};
-  int listeners = nfds;
-  if (!listeners) say("FD-ECHO-ERROR listen errno=%d", errno);
-  signal_ready();
+  if (!nfds) say("FD-ECHO-ERROR listen errno=%d", errno);
   signal(SIGPIPE, SIG_IGN);
-  char buf[65536];
+  signal(SIGCHLD, SIG_IGN); /* connection processes reap themselves */
+  signal_ready();
   for (;;) {
     if (poll(fds, (nfds_t)nfds, -1) < 0) continue;
     for (int i = 0; i < nfds; i++) {
       if (!fds[i].revents) continue;
-      if (i < listeners) {
-        int c = accept4(fds[i].fd, NULL, NULL, SOCK_CLOEXEC);
-        if (c < 0) continue;
-        if (nfds == MAX_FDS) {
-          close(c);
-          continue;
-        }
-        int one = 1;
-        setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        fds[nfds++] = (struct pollfd){.fd = c, .events = POLLIN};
-        continue;
+      int c = accept4(fds[i].fd, NULL, NULL, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      pid_t pid = fork();
+      if (pid == 0) {
+        for (int j = 0; j < nfds; j++) close(fds[j].fd);
+        echo_connection(c);
       }
-      ssize_t n = read(fds[i].fd, buf, sizeof buf);
-      int ok = n > 0;
-      for (ssize_t off = 0; ok && off < n;) {
-        ssize_t w = write(fds[i].fd, buf + off, (size_t)(n - off));
-        if (w <= 0) ok = 0;
-        else off += w;
-      }
-      if (!ok) {
-        close(fds[i].fd);
-        fds[i--] = fds[--nfds];
-      }
+      close(c);
     }
   }
 }
