@@ -317,3 +317,38 @@ test('a signed OVA (.cert after the manifest) reports its signer; a forged signa
     assert.match(forged.problems[0]!, /^FD_OVF_SIGNATURE_INVALID: s\.cert: /);
   });
 });
+
+test('a manifest after the disks (older VirtualBox order) still verifies every member', async () => {
+  await withTempDir(async (dir) => {
+    const disk = randomBytes(70_000);
+    const m = model([MiB]);
+    const descriptor = Buffer.from(
+      writeOvf({
+        ...m,
+        files: [{ id: 'f1', href: 'd.vmdk', sizeBytes: disk.length }],
+        disks: [{ ...m.disks[0]!, fileRef: 'f1' }],
+      }),
+    );
+    const sha1 = (b: Buffer): string => createHash('sha1').update(b).digest('hex');
+    for (const [name, diskDigest] of [
+      ['late.ova', sha1(disk)],
+      ['late-bad.ova', sha1(Buffer.from('other'))],
+    ] as const) {
+      const ova = join(dir, name);
+      const fh = await open(ova, 'w');
+      const tar = new TarWriter(fh);
+      await tar.addBuffer('v.ovf', descriptor);
+      await tar.addBuffer('d.vmdk', disk);
+      await tar.addBuffer('v.mf', Buffer.from(`SHA1(v.ovf)= ${sha1(descriptor)}\nSHA1(d.vmdk)= ${diskDigest}\n`));
+      await tar.finish();
+      await fh.close();
+      const r = await validatePackage(ova);
+      if (name === 'late.ova') assert.deepEqual(r.problems, []);
+      else
+        assert.deepEqual(
+          r.problems.map((p) => p.slice(0, p.indexOf(' is '))),
+          ['FD_OVF_MANIFEST_MISMATCH: d.vmdk: SHA1'],
+        );
+    }
+  });
+});
