@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { connect } from 'node:net';
+import { sleep } from '../../src/core/process.js';
 import { buildTinyImage, type TinyImage } from '../../src/host/images/tiny.js';
 import { readCounterFromImage } from '../../src/host/images/vhd.js';
 import { bootTiny, cleanup, echoRoundTrip, freePort, privateDisk, type Stamped } from './tiny-guest.js';
@@ -43,6 +44,12 @@ test('tiny guest: heartbeat, durable counter and echo probes; counter survives S
     await once(stuck, 'connect');
     stuck.pause();
     stuck.write(randomBytes(32 << 20)); // more than the socket buffers on the way can hold
+    // Wait until the pipeline is full: bytes stop leaving our side because the guest's echo
+    // for this connection is blocked writing back to us.
+    for (let last = -1, still = 0; still < 5; await sleep(200)) {
+      still = stuck.writableLength === last && last > 0 ? still + 1 : 0;
+      last = stuck.writableLength;
+    }
     const small = randomBytes(1000);
     assert.deepEqual(await echoRoundTrip(port, small), small, 'echo answers beside a connection that does not read');
     stuck.destroy();
