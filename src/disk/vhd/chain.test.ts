@@ -92,6 +92,12 @@ test('writeZeroes: a differencing child masks the parent with zeros; a dynamic d
     const di = await VhdImage.open(d, { write: true });
     await di.writeZeroes(0, 4 * MiB);
     assert.equal(di.bat!.filter((e) => e !== 0xffffffff).length, 0);
+    await di.write(0, pattern(4 * MiB, 8));
+    await di.writeZeroes(MiB, 3 * MiB, { mayTrim: true });
+    assert.equal(di.bat!.filter((e) => e !== 0xffffffff).length, 1, 'the whole block 1 was unallocated');
+    const expectD = Buffer.alloc(4 * MiB);
+    pattern(4 * MiB, 8).copy(expectD, 0, 0, MiB);
+    assert.ok((await di.read(0, 4 * MiB)).equals(expectD));
     await di.close();
     // the parent's own zeroed range
     const pb = await VhdImage.open(base);

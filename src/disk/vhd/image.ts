@@ -213,6 +213,13 @@ export class VhdImage implements BlockDevice {
           pos += step;
           continue;
         }
+        if (opts.mayTrim && this.bat && !this.parent && this.footer.diskType === 'dynamic' && step === this.blockSize) {
+          // A whole block of a dynamic disk: unallocating it is one atomic 4-byte BAT write, and it
+          // reads as zeros from then on. Its space is reclaimed by compact.
+          await this.unallocate(Math.floor(pos / this.blockSize));
+          pos += step;
+          continue;
+        }
         for (let p = pos; p < pos + step; p += ZERO_CHUNK) {
           const n = Math.min(ZERO_CHUNK, pos + step - p);
           await this.writeLocked(p, zeroBuffer(n));
@@ -453,6 +460,13 @@ export class VhdImage implements BlockDevice {
       }
       pos += n;
     }
+  }
+
+  private async unallocate(blk: number): Promise<void> {
+    const entry = Buffer.alloc(4, 0xff);
+    await writeAt(this.fh, this.header!.tableOffset + blk * 4, entry);
+    this.bat![blk] = UNUSED;
+    this.bitmaps.delete(blk);
   }
 
   private async allocate(blk: number, inBlk: number, chunk: Buffer): Promise<void> {
