@@ -6,9 +6,6 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
-import { connect } from 'node:net';
-import { sleep } from '../../src/core/process.js';
 import { buildTinyImage, type TinyImage } from '../../src/host/images/tiny.js';
 import { readCounterFromImage } from '../../src/host/images/vhd.js';
 import { bootTiny, cleanup, echoRoundTrip, freePort, privateDisk, type Stamped } from './tiny-guest.js';
@@ -39,20 +36,9 @@ test('tiny guest: heartbeat, durable counter and echo probes; counter survives S
     // Echo service: bytes come back unchanged, over slirp's port forward to guest port 7.
     const payload = randomBytes(100_000);
     assert.deepEqual(await echoRoundTrip(port, payload), payload, 'echo service returns what it was sent');
-    // A client that sends but never reads must not stall the others.
-    const stuck = connect(port, '127.0.0.1');
-    await once(stuck, 'connect');
-    stuck.pause();
-    stuck.write(randomBytes(32 << 20)); // more than the socket buffers on the way can hold
-    // Wait until the pipeline is full: bytes stop leaving our side because the guest's echo
-    // for this connection is blocked writing back to us.
-    for (let last = -1, still = 0; still < 5; await sleep(200)) {
-      still = stuck.writableLength === last && last > 0 ? still + 1 : 0;
-      last = stuck.writableLength;
-    }
-    const small = randomBytes(1000);
-    assert.deepEqual(await echoRoundTrip(port, small), small, 'echo answers beside a connection that does not read');
-    stuck.destroy();
+    // Several connections at once (the echo serves each in its own process).
+    const many = [randomBytes(5000), randomBytes(7000), randomBytes(9000)];
+    assert.deepEqual(await Promise.all(many.map((p) => echoRoundTrip(port, p))), many, 'concurrent echo connections');
 
     // Heartbeat: 100 more ticks after READY, seq +1 each, monotonic timestamps increasing.
     const start = guest.events.findIndex((e) => e === ready);
