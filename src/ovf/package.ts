@@ -11,7 +11,8 @@ import { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { FdError, isErrno } from '../core/errors.js';
 import { verifyManifestSignature, type CertCheck } from './cert.js';
-import { DigestTap, mismatch, parseManifest, type DigestAlgorithm, type ManifestEntry } from './manifest.js';
+import { DigestThread, InlineDigest, type Digester } from './digest.js';
+import { mismatch, parseManifest, type DigestAlgorithm, type ManifestEntry } from './manifest.js';
 import type { OvfEnvelope, OvfFile, OvfProblem } from './model.js';
 import { parseOvf, type ParseOptions } from './parse.js';
 import { readTar, type TarEntry } from './tar-reader.js';
@@ -56,6 +57,8 @@ export interface PackageReport {
 const MAX_DESCRIPTOR_BYTES = 32 << 20;
 const MAX_SMALL_MEMBER_BYTES = 16 << 20;
 const ALL_ALGORITHMS: DigestAlgorithm[] = ['sha1', 'sha256', 'sha512'];
+/** Members at least this big are hashed on a worker thread. */
+const OFF_THREAD_BYTES = 1 << 20;
 
 /** True when the file starts like a tar archive rather than XML. */
 async function looksLikeTar(path: string): Promise<boolean> {
@@ -97,7 +100,7 @@ class Problems {
 }
 
 /** Hashes a member's bytes as they pass; with no manifest known yet, every algorithm. */
-function tapped(src: AsyncIterable<Buffer>, taps: DigestTap[], count: { n: number }): AsyncIterable<Buffer> {
+function tapped(src: AsyncIterable<Buffer>, taps: Digester[], count: { n: number }): AsyncIterable<Buffer> {
   return (async function* () {
     for await (const c of src) {
       for (const t of taps) t.update(c);
@@ -142,19 +145,19 @@ function chunkName(href: string, i: number): string {
   return `${href}.${String(i).padStart(9, '0')}`;
 }
 
-function checkDigest(
+async function checkDigest(
   problems: Problems,
   manifest: Map<string, ManifestEntry> | undefined,
   name: string,
-  taps: DigestTap[],
+  taps: Digester[],
   member: PackageMember,
-): void {
+): Promise<void> {
   if (!manifest) return;
   const entry = manifest.get(name);
   if (!entry) return;
   const tap = taps.find((t) => t.algorithm === entry.algorithm);
   if (!tap) return;
-  const actual = tap.hex();
+  const actual = await tap.hex();
   if (actual !== entry.digest) problems.add(mismatch(name, entry, actual));
   else member.verified = entry.algorithm;
 }
@@ -164,7 +167,7 @@ async function readOva(path: string, totalBytes: number, opts: ReadPackageOption
   const problems = new Problems(opts.collectProblems ?? false);
   const warnings: string[] = [];
   const members: PackageMember[] = [];
-  const tapsOf = new Map<string, DigestTap[]>();
+  const tapsOf = new Map<string, Digester[]>();
   let envelope: OvfEnvelope | undefined;
   let descriptorName = '';
   let descriptorText = '';
@@ -189,6 +192,9 @@ async function readOva(path: string, totalBytes: number, opts: ReadPackageOption
     const e = manifestMap.get(name);
     return e ? [e.algorithm] : [];
   };
+  const thread = new DigestThread();
+  const digesters = (name: string, sizeBytes: number): Digester[] =>
+    algorithmsFor(name).map((a) => (sizeBytes >= OFF_THREAD_BYTES ? thread.open(a) : new InlineDigest(a)));
 
   try {
     for (let entry = await nextEntry(); entry; entry = await nextEntry()) {
@@ -206,7 +212,7 @@ async function readOva(path: string, totalBytes: number, opts: ReadPackageOption
         if (entry.sizeBytes > MAX_DESCRIPTOR_BYTES) {
           throw new FdError('FD_OVF_TOO_LARGE', `${source}: descriptor ${name} is ${entry.sizeBytes} bytes`);
         }
-        const taps = algorithmsFor(name).map((a) => new DigestTap(a));
+        const taps = digesters(name, entry.sizeBytes);
         const count = { n: 0 };
         const chunks: Buffer[] = [];
         for await (const c of tapped(entry.body(), taps, count)) chunks.push(c);
@@ -215,7 +221,7 @@ async function readOva(path: string, totalBytes: number, opts: ReadPackageOption
         descriptorName = name;
         descriptorText = raw.toString('utf8');
         envelope = parseOvf(descriptorText, { ...opts, source: name });
-        checkDigest(problems, manifestMap, name, taps, member);
+        await checkDigest(problems, manifestMap, name, taps, member);
         if (opts.descriptorOnly) break;
         continue;
       }
@@ -237,7 +243,7 @@ async function readOva(path: string, totalBytes: number, opts: ReadPackageOption
         // Members hashed before the manifest arrived are checked now.
         for (const m of members) {
           const taps = tapsOf.get(m.name);
-          if (taps) checkDigest(problems, manifestMap, m.name, taps, m);
+          if (taps) await checkDigest(problems, manifestMap, m.name, taps, m);
         }
         continue;
       }
@@ -261,23 +267,23 @@ async function readOva(path: string, totalBytes: number, opts: ReadPackageOption
         envelope.files.find((f) => f.chunkSizeBytes !== undefined && name === chunkName(f.href, 0));
       if (!file) {
         warnings.push(`${source}: member "${name}" is not referenced by the descriptor`);
-        const taps = algorithmsFor(name).map((a) => new DigestTap(a));
+        const taps = digesters(name, entry.sizeBytes);
         for await (const c of tapped(entry.body(), taps, { n: 0 })) void c;
         tapsOf.set(name, taps);
-        checkDigest(problems, manifestMap, name, taps, member);
+        await checkDigest(problems, manifestMap, name, taps, member);
         continue;
       }
 
       // A referenced file: one member, or a run of chunk members joined into one stream.
       const stored = { n: 0 };
-      const pieces: { member: PackageMember; taps: DigestTap[] }[] = [];
+      const pieces: { member: PackageMember; taps: Digester[] }[] = [];
       const first = entry;
       const chunked = file.chunkSizeBytes !== undefined && name === chunkName(file.href, 0);
       const raw: AsyncIterable<Buffer> = (async function* () {
         let cur: TarEntry | undefined = first;
         let curMember = member;
         for (let i = 0; cur; i++) {
-          const taps = algorithmsFor(cur.name).map((a) => new DigestTap(a));
+          const taps = digesters(cur.name, cur.sizeBytes);
           pieces.push({ member: curMember, taps });
           yield* tapped(cur.body(), taps, stored);
           if (!chunked) return;
@@ -296,7 +302,7 @@ async function readOva(path: string, totalBytes: number, opts: ReadPackageOption
       await deliver(opts, file, file.compression === 'gzip' ? gunzip(raw, file.href) : raw);
       for (const p of pieces) {
         tapsOf.set(p.member.name, p.taps);
-        checkDigest(problems, manifestMap, p.member.name, p.taps, p.member);
+        await checkDigest(problems, manifestMap, p.member.name, p.taps, p.member);
       }
       if (file.sizeBytes !== undefined && file.sizeBytes !== stored.n) {
         problems.add(
@@ -312,6 +318,7 @@ async function readOva(path: string, totalBytes: number, opts: ReadPackageOption
     }
   } finally {
     await it.return(undefined);
+    await thread.close();
   }
   if (!envelope) {
     throw new FdError('FD_OVA_NO_DESCRIPTOR', `${source} holds no .ovf descriptor`, { hint: 'this is not an OVA' });
@@ -420,13 +427,13 @@ async function readOvfDir(path: string, opts: ReadPackageOptions): Promise<Packa
     : undefined;
   const manifestMap = manifest ? new Map(manifest.entries.map((e) => [e.file, e])) : undefined;
   const present = new Set<string>([source]);
-  const hashFile = (name: string): DigestTap[] => {
+  const hashFile = (name: string): Digester[] => {
     const e = manifestMap?.get(name);
-    return e ? [new DigestTap(e.algorithm)] : [];
+    return e ? [new InlineDigest(e.algorithm)] : [];
   };
   const descTaps = hashFile(source);
   for (const t of descTaps) t.update(raw);
-  checkDigest(problems, manifestMap, source, descTaps, members[0]!);
+  await checkDigest(problems, manifestMap, source, descTaps, members[0]!);
 
   for (const file of envelope.files) {
     if (
@@ -437,7 +444,7 @@ async function readOvfDir(path: string, opts: ReadPackageOptions): Promise<Packa
     const names = file.chunkSizeBytes !== undefined ? await chunkNames(dir, file.href) : [file.href];
     if (names.length === 0 || !(await exists(join(dir, names[0]!)))) continue; // reported by finish()
     const stored = { n: 0 };
-    const pieces: { member: PackageMember; taps: DigestTap[] }[] = [];
+    const pieces: { member: PackageMember; taps: Digester[] }[] = [];
     const rawBody = (async function* () {
       for (const n of names) {
         const s = await stat(join(dir, n));
@@ -450,7 +457,7 @@ async function readOvfDir(path: string, opts: ReadPackageOptions): Promise<Packa
       }
     })();
     await deliver(opts, file, file.compression === 'gzip' ? gunzip(rawBody, file.href) : rawBody);
-    for (const p of pieces) checkDigest(problems, manifestMap, p.member.name, p.taps, p.member);
+    for (const p of pieces) await checkDigest(problems, manifestMap, p.member.name, p.taps, p.member);
     if (file.sizeBytes !== undefined && file.sizeBytes !== stored.n) {
       problems.add(
         new FdError(
@@ -468,12 +475,12 @@ async function readOvfDir(path: string, opts: ReadPackageOptions): Promise<Packa
     // Files the manifest lists but the descriptor does not reference are still checked.
     for (const e of manifest.entries) {
       if (present.has(e.file) || !isLocalHref(e.file) || !(await exists(join(dir, e.file)))) continue;
-      const taps = [new DigestTap(e.algorithm)];
+      const taps = [new InlineDigest(e.algorithm)];
       const member: PackageMember = { name: e.file, sizeBytes: (await stat(join(dir, e.file))).size };
       await drain(tapped(createReadStream(join(dir, e.file)), taps, { n: 0 }));
       members.push(member);
       present.add(e.file);
-      checkDigest(problems, manifestMap, e.file, taps, member);
+      await checkDigest(problems, manifestMap, e.file, taps, member);
     }
   }
   const certName = `${stem}.cert`;

@@ -155,27 +155,30 @@ function schemaPath(): string {
 
 test('a manifest mismatch names the damaged file; collected, it is one problem line', async () => {
   await withTempDir(async (dir) => {
-    const disk = join(dir, 'd.vmdk');
-    await writeFile(disk, randomBytes(5000));
-    const m = model([MiB]);
-    const descriptor = writeOvf({
-      ...m,
-      files: [{ id: 'f1', href: 'd.vmdk', sizeBytes: 5000 }],
-      disks: [{ ...m.disks[0]!, fileRef: 'f1' }],
-    });
-    const ova = join(dir, 'bad.ova');
-    await writeOva(ova, {
-      descriptorName: 'bad.ovf',
-      descriptor,
-      files: [{ name: 'd.vmdk', path: disk, sha256: 'e'.repeat(64) }],
-    });
-    await assert.rejects(
-      readPackage(ova),
-      (e) => isFdError(e, 'FD_OVF_MANIFEST_MISMATCH') && e.message.startsWith('d.vmdk: SHA256 is '),
-    );
-    const v = await validatePackage(ova);
-    assert.equal(v.problems.length, 1);
-    assert.match(v.problems[0]!, /^FD_OVF_MANIFEST_MISMATCH: d\.vmdk: /);
+    // Small members are hashed inline, big ones on the digest worker: both must catch it.
+    for (const size of [5000, 3 * MiB]) {
+      const disk = join(dir, 'd.vmdk');
+      await writeFile(disk, randomBytes(size));
+      const m = model([MiB]);
+      const descriptor = writeOvf({
+        ...m,
+        files: [{ id: 'f1', href: 'd.vmdk', sizeBytes: size }],
+        disks: [{ ...m.disks[0]!, fileRef: 'f1' }],
+      });
+      const ova = join(dir, `bad-${size}.ova`);
+      await writeOva(ova, {
+        descriptorName: 'bad.ovf',
+        descriptor,
+        files: [{ name: 'd.vmdk', path: disk, sha256: 'e'.repeat(64) }],
+      });
+      await assert.rejects(
+        readPackage(ova),
+        (e) => isFdError(e, 'FD_OVF_MANIFEST_MISMATCH') && e.message.startsWith('d.vmdk: SHA256 is '),
+      );
+      const v = await validatePackage(ova);
+      assert.equal(v.problems.length, 1);
+      assert.match(v.problems[0]!, /^FD_OVF_MANIFEST_MISMATCH: d\.vmdk: /);
+    }
   });
 });
 
