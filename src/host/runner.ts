@@ -15,7 +15,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { copyFile, mkdir, open, readFile, unlink, chmod } from 'node:fs/promises';
+import { copyFile, mkdir, open, readFile, rename, unlink, chmod } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { FdError, isErrno, isFdError } from '../core/errors.js';
@@ -45,6 +45,7 @@ import {
   type VmDir,
   type VmRecord,
 } from './run-dir.js';
+import { tinyImagePaths } from './images/tiny.js';
 import { createTap, deleteTap, tapName } from './tap.js';
 import { startVdisk, stopVdisk } from './vdisk-process.js';
 
@@ -114,7 +115,7 @@ export interface VmRunnerOptions {
   log?: Logger;
   /** Force an accelerator instead of probing (FLIGHTDECK_ACCEL also forces). */
   accel?: Accel;
-  /** A Linux kernel for the accelerator probe (e.g. the tiny image's). */
+  /** A Linux kernel for the accelerator probe; default: the cached tiny image's, if any. */
   probeKernel?: string;
   /**
    * Unprivileged user QEMU runs as. 'auto' (default): `nobody` when we are root and that user
@@ -494,7 +495,6 @@ export class VmRunner extends EventEmitter {
     if (!existsSync(path)) {
       await mkdir(dir, { recursive: true });
       await copyFile(OVMF_VARS_TEMPLATE, `${path}.tmp`);
-      const { rename } = await import('node:fs/promises');
       await rename(`${path}.tmp`, path);
     }
     return path;
@@ -800,9 +800,10 @@ export class VmRunner extends EventEmitter {
 
   private accel(): Promise<Accel> {
     if (this.opts.accel) return Promise.resolve(this.opts.accel);
+    const kernel = this.opts.probeKernel ?? tinyImagePaths().kernel;
     this.accelVerdict ??= detectAccel({
       dataDir: this.opts.dataDir,
-      ...(this.opts.probeKernel ? { kernelPath: this.opts.probeKernel } : {}),
+      ...(existsSync(kernel) ? { kernelPath: kernel } : {}),
     }).then((v) => {
       this.log.info('accelerator', { accel: v.accel, reason: v.reason });
       return v.accel;

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
 import { isFdError } from '../../src/core/errors.js';
-import { run, sleep } from '../../src/core/process.js';
+import { run, sleep, waitFor } from '../../src/core/process.js';
 import { identify } from '../../src/host/pidfile.js';
 import { findProcessesMentioning } from '../../src/host/proc-scan.js';
 import { linkExists, tapName } from '../../src/host/tap.js';
@@ -270,4 +270,29 @@ test('SIGKILL of the runner at any step of start or stop leaves a state the next
     await r.remove(name);
     await r.close();
   }
+});
+
+test('reset restarts the guest; reboot asks the guest (BIOS honours Ctrl-Alt-Del), a frozen one gets a reset', async () => {
+  const r = await host.runner();
+  await r.start(await heartbeatSpec(host, 'rb'));
+  const before = await heartbeatAbove(r, 'rb', 10);
+  const serialBefore = (await readFile(r.paths('rb').serialLog, 'latin1')).length;
+  const reset = nextEvent(r, (e) => e.vm === 'rb' && e.type === 'reset');
+  await r.reset('rb');
+  await reset;
+  // after a reset the boot sector runs again: its counter starts over at 0
+  const counterAfter = async (): Promise<number[]> =>
+    [...(await readFile(r.paths('rb').serialLog, 'latin1')).slice(serialBefore).matchAll(/HB ([0-9A-F]{4})/g)].map(
+      (m) => parseInt(m[1]!, 16),
+    );
+  await waitFor('heartbeat after reset', async () => ((await counterAfter()).length ? true : undefined), {
+    timeoutMs: 30_000,
+  });
+  assert.ok((await counterAfter())[0]! < before, 'heartbeat counter restarted');
+  assert.deepEqual(await r.reboot('rb', { timeoutMs: 10_000 }), { graceful: true });
+  await r.pause('rb'); // a paused guest cannot answer Ctrl-Alt-Del
+  assert.deepEqual(await r.reboot('rb', { timeoutMs: 500 }), { graceful: false });
+  await r.resume('rb');
+  assert.equal((await r.status('rb')).state, 'running');
+  await r.stop('rb');
 });

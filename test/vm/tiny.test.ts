@@ -18,7 +18,7 @@ import { existsSync } from 'node:fs';
 import { buildTinyImage, tinyImagePaths, TINY_CMDLINE, type TinyImagePaths } from '../../src/host/images/tiny.js';
 import type { VmRunner } from '../../src/host/runner.js';
 import type { VmSpecInput } from '../../src/qemu/spec.js';
-import { testHost, type TestHost } from './helpers.js';
+import { nextEvent, testHost, type TestHost } from './helpers.js';
 
 let host: TestHost;
 let img: TinyImagePaths & { cmdline: string };
@@ -118,9 +118,15 @@ test('tiny guest off a differencing VHD: heartbeat, reattach after runner SIGKIL
   const resumed = await heartbeatAfter(r, 'tiny', frozen.seq);
   assert.equal(resumed.seq, frozen.seq + 1, 'heartbeat sequence continues without a reset');
 
-  await waitFor('durable counter printed', async () => (counters(await probes(r, 'tiny')).length ? true : undefined), {
-    timeoutMs: 60_000,
-  });
+  // ACPI needs the guest's init to be done (FD-READY): a power button pressed earlier is lost
+  await waitFor(
+    'FD-READY and a durable counter',
+    async () => {
+      const evs = await probes(r, 'tiny');
+      return evs.some((e) => e.kind === 'ready') && counters(evs).length ? true : undefined;
+    },
+    { timeoutMs: 120_000 },
+  );
   const res = await r.shutdown('tiny', { timeoutMs: 60_000 });
   assert.deepEqual(res, { graceful: true });
   const evs = await probes(r, 'tiny');
@@ -153,4 +159,29 @@ test('tiny guest off a differencing VHD: heartbeat, reattach after runner SIGKIL
   await r.pause('tiny');
   assert.deepEqual(await r.shutdown('tiny', { timeoutMs: 1000 }), { graceful: false });
   assert.equal((await r.status('tiny')).state, 'stopped');
+});
+
+test('a guest that powers itself off is recorded as guest-shutdown, which on-failure does not restart', async () => {
+  const disk = join(host.root, 'tiny-off.vhd');
+  await createDifferencingVhd(disk, img.disk);
+  const r = await host.runner();
+  await r.start({ ...tinySpec('tinyoff', disk), restartPolicy: 'on-failure' });
+  // the guest listens for the power button once its init is done (FD-READY); a press before is lost
+  await waitFor(
+    'FD-READY',
+    async () => ((await probes(r, 'tinyoff')).some((e) => e.kind === 'ready') ? true : undefined),
+    {
+      timeoutMs: 120_000,
+    },
+  );
+  const off = nextEvent(r, (e) => e.vm === 'tinyoff' && ['guest-shutdown', 'crashed'].includes(e.type), 120_000).then(
+    (e) => e.type,
+  );
+  // the power button pressed behind the runner's back: to the runner, the guest chose to stop
+  await r.qmp('tinyoff').execute('system_powerdown');
+  assert.equal(await off, 'guest-shutdown');
+  await sleep(1000);
+  const s = await r.status('tinyoff');
+  assert.equal(s.state, 'stopped', 'not restarted: a guest shutdown is not a failure');
+  assert.equal(s.lastExit?.reason, 'guest-shutdown');
 });
