@@ -15,8 +15,9 @@
  *   heartbeat  FD-HB <seq> <monotonic_ns> #           every fd.hb_ms (default 10)
  *   uptime     FD-UPTIME <seconds> #                  every fd.uptime_ms (default 1000)
  *   counter    FD-COUNTER <n> #                       every fd.counter_ms (default 50), printed
- *              only after the record holding n is written with O_DIRECT|O_DSYNC and fdatasync'd
- *   echo       TCP echo on fd.echo_port (default 7), IPv4 and IPv6
+ *              only after the record holding n is written with O_DIRECT|O_DSYNC and fdatasync'd;
+ *              refuses (FD-COUNTER-ERROR) a disk whose ext4 is not the tiny image's
+ *   echo       TCP echo on fd.echo_port (default 7), IPv4 and IPv6, a process per connection
  *   powerbtn   on the ACPI power button: FD-POWERBTN #, sync, remount / read-only, power off
  *   hotplug    every second: onlines hot-plugged CPUs, starts DHCP on new NICs, and prints
  *              FD-CPUS <online> # and FD-MEM <MemTotal KiB> # at start and on every change

@@ -1,13 +1,14 @@
 /**
- * Picks kernel modules for the initramfs out of an extracted Debian kernel package. The .deb
- * ships no modules.dep (depmod runs at install time), so dependencies come from each module's
- * own .modinfo "depends=" string; the result is a load order with dependencies first. Modules
- * compressed as .ko.xz or .ko.zst are decompressed here because busybox insmod loads plain .ko.
+ * Picks kernel modules for the initramfs and the root filesystem out of an extracted Debian
+ * kernel package. The .deb ships no modules.dep (depmod runs at install time), so dependencies
+ * come from each module's own .modinfo "depends=" string; the result is a load order with
+ * dependencies first. Modules compressed as .ko.xz or .ko.zst are decompressed here because
+ * busybox insmod loads plain .ko.
  */
+import { spawn } from 'node:child_process';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FdError } from '../../core/errors.js';
-import { spawn } from 'node:child_process';
 
 /**
  * Loaded by the initramfs, in this order: what the root disk and the NIC need (the cloud kernel
