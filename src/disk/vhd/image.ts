@@ -183,7 +183,8 @@ export class VhdImage implements BlockDevice {
 
   async read(offset: number, length: number): Promise<Buffer> {
     this.checkRange(offset, length);
-    const out = Buffer.alloc(length);
+    // Every byte is written below (data, parent data or explicit zeros), so no need to pre-zero.
+    const out = Buffer.allocUnsafe(length);
     await this.readInto(out, 0, offset, length);
     return out;
   }
