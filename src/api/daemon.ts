@@ -5,6 +5,7 @@
  * their vdisk processes and the embedded etcd keep running and are taken over again.
  */
 import { mkdir, readFile, chmod, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { FdError, isErrno } from '../core/errors.js';
@@ -22,6 +23,7 @@ import { createLocalRuntime } from '../cluster/runtime-local.js';
 import { Provisioner } from '../cluster/provisioner.js';
 import { createServer } from './server.js';
 import { LeaderElection } from '../cluster/leader.js';
+import { loadClusterConfig } from '../cluster/membership.js';
 import { operations } from './operations/index.js';
 import { ensureSelfSignedCert } from './tls.js';
 import type { Services } from './services.js';
@@ -43,6 +45,7 @@ export interface DaemonOptions {
 
 export interface Daemon {
   url: string;
+  port: number;
   svc: Services;
   close(opts?: { stopEtcd?: boolean }): Promise<void>;
 }
@@ -93,11 +96,15 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const dataDir = opts.dataDir;
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   await claimDataDir(dataDir);
-  const { host: listenHost, port } = parseListen(opts.listen ?? `127.0.0.1:${DEFAULT_PORT}`);
-  const hostName = opts.hostName ?? hostname();
+  // cluster.json (written by cluster init/join) supplies what the command line leaves out.
+  const cluster = await loadClusterConfig(dataDir);
+  const { host: listenHost, port } = parseListen(opts.listen ?? cluster?.listen ?? `127.0.0.1:${DEFAULT_PORT}`);
+  const hostName = opts.hostName ?? cluster?.hostName ?? hostname();
 
-  const embedded = !opts.etcd?.length;
-  const endpoints = embedded ? [(await ensureEmbeddedEtcd(dataDir, log)).clientUrl] : opts.etcd!;
+  // This host runs an etcd member unless it was pointed at an etcd, or joined as a client only.
+  const embedded = !opts.etcd?.length && (!cluster || existsSync(join(dataDir, 'etcd', 'member.json')));
+  const local = embedded ? (await ensureEmbeddedEtcd(dataDir, log)).clientUrl : undefined;
+  const endpoints = opts.etcd?.length ? opts.etcd : [...new Set([...(local ? [local] : []), ...(cluster?.etcd ?? [])])];
   const store = new Store(endpoints);
   const tokens = new TokenService(store);
   await tokens.init();
@@ -131,11 +138,25 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   });
   const tasks = new TaskManager(store, hostName, log);
   await tasks.init();
-  const svc: Services = { hostName, dataDir, version: VERSION, store, tasks, tokens, vms, catalog, agent, leader, log };
+  const svc: Services = {
+    hostName,
+    dataDir,
+    apiPort: port,
+    version: VERSION,
+    store,
+    tasks,
+    tokens,
+    vms,
+    catalog,
+    agent,
+    leader,
+    log,
+  };
   const app = await createServer(svc, operations, tls ? { tls } : {});
   await app.listen({ host: listenHost, port });
   const actualPort = (app.server.address() as { port: number }).port;
   const finalUrl = url.replace(/:\d+$/, `:${actualPort}`);
+  svc.apiPort = actualPort;
   agent.setApiUrl(finalUrl);
   await agent.init();
   leader.start();
@@ -154,7 +175,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const supervise = (async () => {
     while (supervising) {
       await sleep(2000);
-      if (supervising && !(await etcdHealthy(endpoints[0]!, 1500))) {
+      if (supervising && !(await etcdHealthy(local!, 1500))) {
         log.warn('embedded etcd is not healthy; ensuring it runs');
         await ensureEmbeddedEtcd(dataDir, log).catch((err: unknown) =>
           log.error('etcd restart failed', { err: String(err) }),
@@ -165,6 +186,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
 
   return {
     url: finalUrl,
+    port: actualPort,
     svc,
     async close(closeOpts = {}) {
       supervising = false;

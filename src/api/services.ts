@@ -11,6 +11,8 @@ import type { LeaderElection } from '../cluster/leader.js';
 export interface Services {
   hostName: string;
   dataDir: string;
+  /** Port the API listens on (known once it listens). */
+  apiPort: number;
   version: string;
   store: Store;
   tasks: TaskManager;

@@ -48,6 +48,42 @@ async function loadPorts(dir: string): Promise<EtcdPorts> {
   return ports;
 }
 
+/**
+ * How this host's etcd member is configured. A single host uses the defaults (member
+ * "flightdeck", loopback only, a new cluster); `cluster init` adds an advertised address, and
+ * `cluster join` writes the initial cluster it was given and state "existing".
+ */
+export interface MemberConfig {
+  name: string;
+  advertise?: string;
+  initialCluster?: string;
+  state: 'new' | 'existing';
+}
+
+export async function loadMemberConfig(dir: string): Promise<MemberConfig> {
+  try {
+    return {
+      state: 'new',
+      name: 'flightdeck',
+      ...(JSON.parse(await readFile(join(dir, 'member.json'), 'utf8')) as Partial<MemberConfig>),
+    };
+  } catch (err) {
+    if (!isErrno(err, 'ENOENT')) throw err;
+    return { name: 'flightdeck', state: 'new' };
+  }
+}
+
+export async function saveMemberConfig(dataDir: string, cfg: MemberConfig): Promise<void> {
+  await mkdir(join(dataDir, 'etcd'), { recursive: true, mode: 0o700 });
+  await writeFileAtomic(join(dataDir, 'etcd', 'member.json'), JSON.stringify(cfg, null, 2) + '\n');
+}
+
+/** The ports of this data dir's etcd (chosen on first use, then kept). */
+export async function memberPorts(dataDir: string): Promise<{ client: number; peer: number }> {
+  await mkdir(join(dataDir, 'etcd'), { recursive: true, mode: 0o700 });
+  return loadPorts(join(dataDir, 'etcd'));
+}
+
 export async function etcdHealthy(clientUrl: string, timeoutMs = 1000): Promise<boolean> {
   try {
     const res = await fetch(`${clientUrl}/health`, { signal: AbortSignal.timeout(timeoutMs) });
@@ -85,7 +121,10 @@ export async function ensureEmbeddedEtcd(dataDir: string, log: Logger): Promise<
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const ports = await loadPorts(dir);
   const clientUrl = `http://127.0.0.1:${ports.client}`;
-  const peerUrl = `http://127.0.0.1:${ports.peer}`;
+  const cfg = await loadMemberConfig(dir);
+  // A cluster member also listens on its advertised address; loopback stays for the daemon.
+  const peerUrl = `http://${cfg.advertise ?? '127.0.0.1'}:${ports.peer}`;
+  const clientUrls = cfg.advertise ? [clientUrl, `http://${cfg.advertise}:${ports.client}`] : [clientUrl];
   const pidFile = join(dir, 'etcd.pid');
   const existing = await readPid(pidFile);
   if (existing && (await isEtcdPid(existing))) {
@@ -101,14 +140,14 @@ export async function ensureEmbeddedEtcd(dataDir: string, log: Logger): Promise<
   const child = spawn(
     'etcd',
     [
-      '--name=flightdeck',
+      `--name=${cfg.name}`,
       `--data-dir=${join(dir, 'data')}`,
-      `--listen-client-urls=${clientUrl}`,
-      `--advertise-client-urls=${clientUrl}`,
+      `--listen-client-urls=${clientUrls.join(',')}`,
+      `--advertise-client-urls=${clientUrls[clientUrls.length - 1]}`,
       `--listen-peer-urls=${peerUrl}`,
       `--initial-advertise-peer-urls=${peerUrl}`,
-      `--initial-cluster=flightdeck=${peerUrl}`,
-      '--initial-cluster-state=new',
+      `--initial-cluster=${cfg.initialCluster ?? `${cfg.name}=${peerUrl}`}`,
+      `--initial-cluster-state=${cfg.state}`,
       '--auto-compaction-mode=periodic',
       '--auto-compaction-retention=1h',
       '--quota-backend-bytes=2147483648',

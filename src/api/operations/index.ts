@@ -1,8 +1,15 @@
 /** Every API operation, in the order the docs and `flightdeck --help` list them. */
 import type { Operation } from '../operation.js';
 import { catalogOperations } from './catalog.js';
+import { clusterOperations } from './cluster.js';
 import { taskOperations } from './tasks.js';
 import { tokenOperations } from './tokens.js';
 import { vmOperations } from './vms.js';
 
-export const operations: Operation[] = [...vmOperations, ...catalogOperations, ...taskOperations, ...tokenOperations];
+export const operations: Operation[] = [
+  ...vmOperations,
+  ...catalogOperations,
+  ...clusterOperations,
+  ...taskOperations,
+  ...tokenOperations,
+];

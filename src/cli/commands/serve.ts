@@ -47,7 +47,7 @@ export const serveCommands: CommandDef[] = [
       const { startDaemon } = await import('../../api/daemon.js');
       const daemon = await startDaemon({
         dataDir,
-        listen: optString(input, 'listen') ?? `127.0.0.1:${DEFAULT_PORT}`,
+        ...(optString(input, 'listen') ? { listen: optString(input, 'listen')! } : {}),
         ...(etcd ? { etcd: etcd.split(',').map((s) => s.trim()) } : {}),
         ...(hostName ? { hostName } : {}),
         defaultNetwork: optString(input, 'default-network') === 'user' ? 'user' : 'nat',
