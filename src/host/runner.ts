@@ -97,6 +97,8 @@ export type VmEventType =
   | 'reset'
   | 'powerdown'
   | 'media-changed'
+  /** The vdisk process died under a running VM and was started again (QEMU's NBD client reconnects). */
+  | 'vdisk-restarted'
   /** Any other QMP event (BLOCK_JOB_*, MIGRATION, DEVICE_TRAY_MOVED, ...), name in detail.event. */
   | 'qmp';
 
@@ -582,6 +584,7 @@ export class VmRunner extends EventEmitter {
       qmp,
       poll: setInterval(() => {
         if (record.qemu && !isRunning(record.qemu)) void this.onGone(att);
+        else if (record.vdisk && !isRunning(record.vdisk) && !att.expectingExit) void this.reviveVdisk(att);
       }, 200),
       gone,
       markGone,
@@ -652,6 +655,41 @@ export class VmRunner extends EventEmitter {
       this.log.warn(`vm ${reason}`, { vm: att.name, pid: exit.pid, stderr: exit.stderrTail });
       this.emitVm(att.name, reason, { ...exit });
       this.applyRestartPolicy(att.record, reason);
+    });
+  }
+
+  /**
+   * A VM's vdisk died while QEMU runs: start it again on the same sockets. QEMU's NBD client
+   * (reconnect-delay) holds the guest's I/O meanwhile, so the guest sees a stall, not an error.
+   */
+  private async reviveVdisk(att: Attached): Promise<void> {
+    await this.withLock(att.name, async () => {
+      const rec = att.record;
+      if (this.attached.get(att.name) !== att || att.expectingExit || !rec.vdisk || isRunning(rec.vdisk)) return;
+      const dead = rec.vdisk.pid;
+      const d = att.dir;
+      const runAs = rec.runAs ? this.runAs() : null;
+      try {
+        await startVdisk({
+          exports: rec.vdiskExports.map(({ image, socketPath, exportName, readOnly }) => ({
+            image,
+            socketPath,
+            exportName,
+            readOnly,
+          })),
+          configPath: d.vdiskConfig,
+          logPath: d.vdiskLog,
+          ...(runAs ? { socketOwner: { uid: runAs.uid, gid: runAs.gid } } : {}),
+          onSpawn: async (proc) => {
+            rec.vdisk = proc;
+            await writeRecord(d, rec);
+          },
+        });
+        this.log.warn('vdisk restarted', { vm: att.name, deadPid: dead, pid: rec.vdisk.pid });
+        this.emitVm(att.name, 'vdisk-restarted', { deadPid: dead, pid: rec.vdisk.pid });
+      } catch (err) {
+        this.log.error('vdisk restart failed', { vm: att.name, err: (err as Error).message });
+      }
     });
   }
 
@@ -736,6 +774,7 @@ export class VmRunner extends EventEmitter {
         const qmp = await QmpClient.connect(d.qmp, { timeoutMs: 5000 });
         this.attach(d, record, qmp);
         this.emitVm(name, 'reattached', { pid: record.qemu!.pid });
+        // a vdisk that died while we were away is revived by the monitor's next poll
         return 'attached';
       } catch (err) {
         // QEMU alive but its QMP is not: treat as crashed rather than leave an unmanageable VM

@@ -161,7 +161,7 @@ test('tiny guest off a differencing VHD: heartbeat, reattach after runner SIGKIL
   assert.equal((await r.status('tiny')).state, 'stopped');
 });
 
-test('a guest that powers itself off is recorded as guest-shutdown, which on-failure does not restart', async () => {
+test('a dead vdisk is revived under the running guest; a guest that powers itself off is guest-shutdown, not restarted by on-failure', async () => {
   const disk = join(host.root, 'tiny-off.vhd');
   await createDifferencingVhd(disk, img.disk);
   const r = await host.runner();
@@ -174,6 +174,21 @@ test('a guest that powers itself off is recorded as guest-shutdown, which on-fai
       timeoutMs: 120_000,
     },
   );
+  // the vdisk process dies under the running guest: the runner starts it again on the same
+  // socket, QEMU's NBD client reconnects, and the guest's durable counter keeps being written
+  const st = await r.status('tinyoff');
+  const revived = nextEvent(r, (e) => e.vm === 'tinyoff' && e.type === 'vdisk-restarted', 60_000);
+  const countBefore = counters(await probes(r, 'tinyoff')).at(-1) ?? 0n;
+  process.kill(st.vdiskPid!, 'SIGKILL');
+  const ev = await revived;
+  assert.equal(ev.detail?.['deadPid'], st.vdiskPid);
+  assert.notEqual((await r.status('tinyoff')).vdiskPid, st.vdiskPid);
+  await waitFor(
+    'durable counter written after the vdisk restart',
+    async () => ((counters(await probes(r, 'tinyoff')).at(-1) ?? 0n) > countBefore + 2n ? true : undefined),
+    { timeoutMs: 60_000 },
+  );
+
   const off = nextEvent(r, (e) => e.vm === 'tinyoff' && ['guest-shutdown', 'crashed'].includes(e.type), 120_000).then(
     (e) => e.type,
   );
