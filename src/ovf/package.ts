@@ -32,6 +32,8 @@ export interface ReadPackageOptions extends ParseOptions {
   descriptorOnly?: boolean;
   /** Record manifest/size/missing-file problems instead of throwing at the first one. */
   collectProblems?: boolean;
+  /** Hash big members on a worker thread (default true). */
+  hashOffThread?: boolean;
 }
 
 export interface PackageMember {
@@ -194,7 +196,9 @@ async function readOva(path: string, totalBytes: number, opts: ReadPackageOption
   };
   const thread = new DigestThread();
   const digesters = (name: string, sizeBytes: number): Digester[] =>
-    algorithmsFor(name).map((a) => (sizeBytes >= OFF_THREAD_BYTES ? thread.open(a) : new InlineDigest(a)));
+    algorithmsFor(name).map((a) =>
+      sizeBytes >= OFF_THREAD_BYTES && opts.hashOffThread !== false ? thread.open(a) : new InlineDigest(a),
+    );
 
   try {
     for (let entry = await nextEntry(); entry; entry = await nextEntry()) {
