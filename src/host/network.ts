@@ -208,9 +208,8 @@ export class HostNetworks {
     for (const h of await this.ruleHandles(name)) {
       await run('nft', ['delete', 'rule', 'ip', NFT_TABLE, h.chain, 'handle', String(h.handle)]);
     }
-    // the table goes when no network uses it any more
-    const r = await run('nft', ['-j', 'list', 'table', 'ip', NFT_TABLE], { allowFail: true });
-    if (r.code === 0 && !r.stdout.includes('"rule"')) await run('nft', ['delete', 'table', 'ip', NFT_TABLE]);
+    // The table and its empty accept-policy chains stay: deleting them when "no rules are left"
+    // would race with another network adding its rules between our check and the delete.
   }
 
   // ---- dnsmasq ----
