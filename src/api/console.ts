@@ -5,7 +5,8 @@
  */
 import { connect } from 'node:net';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { WebSocketServer } from 'ws';
+import WebSocket, { WebSocketServer } from 'ws';
+import { FdError } from '../core/errors.js';
 import type { TokenRecord } from '../cluster/tokens.js';
 import { toErrorReply } from './errors.js';
 import type { Permission } from './operation.js';
@@ -29,6 +30,33 @@ export function registerConsole(
       try {
         await requireAuth(fakeReq, 'write');
         const vm = await svc.vms.get(decodeURIComponent(m[1]!));
+        if (vm.host !== svc.hostName) {
+          // The console lives on the VM's host: relay the WebSocket there.
+          const owner = (await svc.catalog.listHosts()).find((h) => h.name === vm.host);
+          if (!owner || owner.state === 'lost')
+            throw new FdError('FD_HOST_UNREACHABLE', `host ${vm.host} is not reachable`, { status: 503 });
+          const upstream = new WebSocket(owner.apiUrl.replace(/^http/, 'ws') + `/api/v1/vms/${vm.id}/console`, {
+            headers: {
+              authorization: req.headers.authorization ?? `Bearer ${url.searchParams.get('access_token') ?? ''}`,
+            },
+            ...(owner.certPem ? { ca: owner.certPem } : {}),
+          });
+          await new Promise<void>((resolve, reject) => {
+            upstream.once('open', () => resolve());
+            upstream.once('error', (err) =>
+              reject(
+                new FdError('FD_HOST_UNREACHABLE', `console relay to ${vm.host}: ${err.message}`, { status: 503 }),
+              ),
+            );
+          });
+          wss.handleUpgrade(req, socket, head, (ws) => {
+            upstream.on('message', (d: Buffer) => ws.send(d));
+            ws.on('message', (d: Buffer) => upstream.send(d));
+            upstream.on('close', () => ws.close());
+            ws.on('close', () => upstream.close());
+          });
+          return;
+        }
         const path = await svc.agent.serialSocket(vm.id);
         wss.handleUpgrade(req, socket, head, (ws) => {
           const serial = connect(path);

@@ -6,6 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { TestDaemon } from '../helpers/daemon.js';
+import WebSocket from 'ws';
 import { waitFor } from '../../src/core/process.js';
 
 interface Host {
@@ -78,6 +79,25 @@ test('a VM pinned to h2 and created through h1 lives on h2; its calls through h1
   const del = await h1.json<Task>(['vm', 'delete', 'far']);
   assert.equal(del.state, 'succeeded');
   assert.equal(del.host, 'h2');
+});
+
+test('the serial console of a VM on h2 is reachable through h1 (WebSocket relayed)', async () => {
+  assert.equal((await h1.cli(['image', 'build', 'tiny'])).code, 0);
+  await h1.json(['vm', 'create', 'remote', '--image', 'tiny', '--memory', '128M', '--host', 'h2', '--start', 'true']);
+  const vm = await h1.json<{ id: string; host: string; state: string }>(['vm', 'show', 'remote']);
+  assert.equal(vm.host, 'h2');
+  assert.equal(vm.state, 'running');
+  const ws = new WebSocket(h1.url.replace('http', 'ws') + `/api/v1/vms/${vm.id}/console`, {
+    headers: { authorization: `Bearer ${h1.token}` },
+  });
+  let text = '';
+  ws.on('message', (b: Buffer) => (text += b.toString()));
+  await waitFor('heartbeat through the relayed console', () => (/FD-HB \d+/.test(text) ? true : undefined), {
+    timeoutMs: 60_000,
+  });
+  ws.close();
+  const stop = await h1.json<Task>(['vm', 'delete', 'remote', '--force', 'true']);
+  assert.equal(stop.host, 'h2');
 });
 
 test('placement refuses a VM that fits on no host, naming each host and why', async () => {
