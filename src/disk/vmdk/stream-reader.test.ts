@@ -9,6 +9,7 @@ import { run } from '../../core/process.js';
 import { ovfFixture, withTempDir } from '../../../test/ovf/helpers.js';
 import { rawFileSink } from './sinks.js';
 import { streamVmdkToSink } from './stream-reader.js';
+import { streamVmdkToVhd } from './to-vhd.js';
 
 const MiB = 2 ** 20;
 
@@ -52,6 +53,15 @@ for (const [fixture, size] of [
         allowFail: true,
       });
       assert.equal(cmp.code, 0, cmp.stdout + cmp.stderr);
+      // And into a dynamic VHD from our engine: same size, same (empty) contents, tiny file.
+      const vhd = join(dir, 'out.vhd');
+      const res2 = await streamVmdkToVhd(createReadStream(ovfFixture(fixture)), vhd);
+      assert.equal(res2.vhdSizeBytes, size);
+      const cmp2 = await run('qemu-img', ['compare', '-f', 'vmdk', '-F', 'vpc', ovfFixture(fixture), vhd], {
+        allowFail: true,
+      });
+      assert.equal(cmp2.code, 0, cmp2.stdout + cmp2.stderr);
+      assert.ok((await stat(vhd)).size < 2 * MiB, 'no blocks allocated for an empty disk');
     });
   });
 }
@@ -109,7 +119,6 @@ test('damaged streams are refused with a code: truncated, corrupt grain, bad LBA
 });
 
 test('converted into a dynamic VHD from our engine, the disk compares equal to qemu-img reading the VMDK', async () => {
-  const { streamVmdkToVhd } = await import('./to-vhd.js');
   await withTempDir(async (dir) => {
     const src = join(dir, 'src.raw');
     await sampleRaw(src, 24 * MiB);

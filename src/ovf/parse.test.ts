@@ -1,0 +1,88 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { virtualSystems } from './model.js';
+import { parseOvf } from './parse.js';
+
+const NESTED = `<?xml version="1.0"?>
+<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"
+  xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData">
+  <References/>
+  <DeploymentOptionSection><Info>options</Info>
+    <Configuration ovf:id="small"><Label>small</Label><Description>small</Description></Configuration>
+    <Configuration ovf:id="big" ovf:default="true"><Label>big</Label><Description>big</Description></Configuration>
+  </DeploymentOptionSection>
+  <VirtualSystemCollection ovf:id="outer"><Info>outer</Info>
+    <StartupSection><Info>order</Info>
+      <Item ovf:id="inner" ovf:order="1" ovf:startDelay="30" ovf:waitingForGuest="true"/>
+      <Item ovf:id="db" ovf:order="0" ovf:startDelay="5" ovf:stopDelay="10"/>
+    </StartupSection>
+    <VirtualSystem ovf:id="db"><Info>db</Info>
+      <ProductSection ovf:class="org.example" ovf:instance="1"><Info>p</Info>
+        <Property ovf:key="mem" ovf:type="uint32" ovf:value="1" ovf:userConfigurable="true">
+          <Value ovf:value="8" ovf:configuration="big"/>
+        </Property>
+      </ProductSection>
+      <VirtualHardwareSection><Info>hw</Info>
+        <Item><rasd:ElementName>cpu</rasd:ElementName><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>1</rasd:VirtualQuantity></Item>
+        <Item ovf:configuration="big"><rasd:ElementName>cpu</rasd:ElementName><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>8</rasd:VirtualQuantity></Item>
+        <Item ovf:bound="max"><rasd:ElementName>cpu</rasd:ElementName><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>64</rasd:VirtualQuantity></Item>
+        <Item><rasd:AllocationUnits>byte * 2^30</rasd:AllocationUnits><rasd:ElementName>mem</rasd:ElementName><rasd:InstanceID>2</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>2</rasd:VirtualQuantity></Item>
+        <Item><rasd:ElementName>nvme</rasd:ElementName><rasd:InstanceID>3</rasd:InstanceID><rasd:ResourceSubType>vmware.nvme.controller</rasd:ResourceSubType><rasd:ResourceType>20</rasd:ResourceType></Item>
+        <Item><rasd:ElementName>tape</rasd:ElementName><rasd:InstanceID>4</rasd:InstanceID><rasd:ResourceType>18</rasd:ResourceType></Item>
+        <Item ovf:required="false"><rasd:ElementName>firewire</rasd:ElementName><rasd:InstanceID>5</rasd:InstanceID><rasd:ResourceType>25</rasd:ResourceType></Item>
+      </VirtualHardwareSection>
+    </VirtualSystem>
+    <VirtualSystemCollection ovf:id="inner"><Info>inner</Info>
+      <VirtualSystem ovf:id="web1"><Info>w</Info><VirtualHardwareSection><Info>hw</Info></VirtualHardwareSection></VirtualSystem>
+      <VirtualSystem ovf:id="web2"><Info>w</Info><VirtualHardwareSection><Info>hw</Info></VirtualHardwareSection></VirtualSystem>
+    </VirtualSystemCollection>
+  </VirtualSystemCollection>
+</Envelope>`;
+
+test('nested collections keep their tree, startup order and every system', () => {
+  const env = parseOvf(NESTED);
+  assert.equal(env.entity.kind, 'VirtualSystemCollection');
+  assert.deepEqual(
+    virtualSystems(env.entity).map((v) => v.id),
+    ['db', 'web1', 'web2'],
+  );
+  const outer = env.entity;
+  assert.ok(outer.kind === 'VirtualSystemCollection');
+  assert.deepEqual(
+    outer.startup.map((s) => [s.id, s.order, s.startDelayS, s.stopDelayS, s.waitingForGuest]),
+    [
+      ['db', 0, 5, 10, false],
+      ['inner', 1, 30, 0, true],
+    ],
+  );
+  assert.equal(outer.members[1]!.kind, 'VirtualSystemCollection');
+});
+
+test('the deployment option picks items and property values; bound="max" items are ignored', () => {
+  const big = parseOvf(NESTED);
+  const db = virtualSystems(big.entity)[0]!;
+  assert.equal(big.configuration, 'big');
+  assert.equal(db.vcpus, 8);
+  assert.equal(db.memoryBytes, 2 * 2 ** 30);
+  assert.equal(db.products[0]!.properties[0]!.defaultValue, '8');
+  assert.equal(db.products[0]!.properties[0]!.fullKey, 'org.example.mem.1');
+  const small = parseOvf(NESTED, { configuration: 'small' });
+  const db2 = virtualSystems(small.entity)[0]!;
+  assert.equal(db2.vcpus, 1);
+  assert.equal(db2.products[0]!.properties[0]!.defaultValue, '1');
+});
+
+test('an NVMe controller maps; a required tape drive is a problem; an optional FireWire port a warning', () => {
+  const env = parseOvf(NESTED);
+  const db = virtualSystems(env.entity)[0]!;
+  assert.deepEqual(
+    db.controllers.map((c) => [c.kind, c.subtype]),
+    [['nvme', 'vmware.nvme.controller']],
+  );
+  assert.deepEqual(
+    env.problems.map((p) => p.code),
+    ['FD_OVF_UNSUPPORTED_DEVICE'],
+  );
+  assert.match(env.problems[0]!.message, /item 4 \(tape\): required resource type 18/);
+  assert.ok(env.warnings.some((w) => /item 5 \(firewire\): optional resource type 25 .* skipped/.test(w)));
+});
