@@ -210,6 +210,18 @@ export class VmRunner extends EventEmitter {
     return this.status(spec.name);
   }
 
+  /**
+   * Starts the target side of a live migration: the same processes as start(), but QEMU waits
+   * for an incoming migration (`-incoming defer`) and stays paused after it (`-S`), so the
+   * caller decides when the guest runs here (after the source has stopped: one running copy).
+   */
+  async startIncoming(input: unknown): Promise<VmStatus> {
+    const spec = parseVmSpec(input);
+    await this.init();
+    await this.withLock(spec.name, () => this.startLocked(spec, 0, ['-incoming', 'defer', '-S']));
+    return this.status(spec.name);
+  }
+
   /** ACPI power button, then a force stop if the guest is not off within `timeoutMs`. */
   async shutdown(name: string, opts: { timeoutMs?: number } = {}): Promise<ShutdownResult> {
     return this.withLock(name, async () => {
@@ -378,7 +390,7 @@ export class VmRunner extends EventEmitter {
 
   // ---- start ----
 
-  private async startLocked(spec: VmSpec, restarts: number): Promise<void> {
+  private async startLocked(spec: VmSpec, restarts: number, extraArgs: string[] = []): Promise<void> {
     const name = spec.name;
     if (this.attached.has(name))
       throw new FdError('FD_VM_ALREADY_RUNNING', `VM ${name} is already running`, { status: 409 });
@@ -463,6 +475,7 @@ export class VmRunner extends EventEmitter {
         ...(runAs ? { runAs: runAs.user } : {}),
         ...(uefi ? { uefi } : {}),
       });
+      record.argv.push(...extraArgs);
       await writeRecord(d, record);
       launched = await launchQemu(record.argv, d, {
         onSpawn: async (proc) => {
