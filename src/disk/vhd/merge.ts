@@ -46,7 +46,7 @@ export function journalPath(child: string): string {
 
 export async function mergeVhd(
   childPath: string,
-  opts: { onProgress?: ProgressListener; keepChild?: boolean } = {},
+  opts: { onProgress?: ProgressListener; keepChild?: boolean; flushEveryBlocks?: number } = {},
 ): Promise<MergeResult> {
   const child = await VhdImage.open(childPath);
   let parentPath: string;
@@ -111,7 +111,7 @@ export async function mergeVhd(
         }
         blocksMerged++;
       }
-      if ((blk + 1) % FLUSH_EVERY_BLOCKS === 0) {
+      if ((blk + 1) % (opts.flushEveryBlocks ?? FLUSH_EVERY_BLOCKS) === 0) {
         await parent.flush();
         await writeFileAtomic(
           jpath,
