@@ -10,6 +10,8 @@ import type { DigestAlgorithm } from './manifest.js';
 export interface Digester {
   readonly algorithm: DigestAlgorithm;
   update(chunk: Buffer): void;
+  /** Resolves when the digester can take more data (a worker that fell behind blocks here). */
+  ready?(): Promise<void>;
   hex(): Promise<string>;
 }
 
@@ -34,8 +36,13 @@ export type DigestMessage =
 export interface DigestReply {
   id: number;
   hex?: string;
+  /** Bytes of a data message now hashed (flow control). */
+  ack?: number;
   error?: string;
 }
+
+/** Bytes copied to the worker and not yet hashed before update() callers are made to wait. */
+const MAX_OUTSTANDING_BYTES = 64 << 20;
 
 /** One worker hashing any number of members; close() when the package is done. */
 export class DigestThread {
@@ -43,11 +50,18 @@ export class DigestThread {
   private seq = 0;
   private readonly waiting = new Map<number, { resolve(hex: string): void; reject(e: Error): void }>();
   private failure: Error | undefined;
+  private outstanding = 0;
+  private wakeups: (() => void)[] = [];
 
   private start(): Worker {
     if (this.worker) return this.worker;
     const w = new Worker(new URL('./digest-worker.js', import.meta.url));
     w.on('message', (m: DigestReply) => {
+      if (m.ack !== undefined) {
+        this.outstanding -= m.ack;
+        if (this.outstanding < MAX_OUTSTANDING_BYTES) for (const wake of this.wakeups.splice(0)) wake();
+        return;
+      }
       const p = this.waiting.get(m.id);
       this.waiting.delete(m.id);
       if (m.hex !== undefined) p?.resolve(m.hex);
@@ -57,6 +71,7 @@ export class DigestThread {
       this.failure = e;
       for (const p of this.waiting.values()) p.reject(e);
       this.waiting.clear();
+      for (const wake of this.wakeups.splice(0)) wake();
     });
     this.worker = w;
     return w;
@@ -71,8 +86,13 @@ export class DigestThread {
       update: (chunk: Buffer) => {
         const copy = Buffer.allocUnsafeSlow(chunk.length);
         chunk.copy(copy);
+        this.outstanding += copy.length;
         w.postMessage({ op: 'data', id, chunk: copy } satisfies DigestMessage, [copy.buffer as ArrayBuffer]);
       },
+      ready: () =>
+        this.outstanding < MAX_OUTSTANDING_BYTES || this.failure
+          ? Promise.resolve()
+          : new Promise<void>((resolve) => this.wakeups.push(resolve)),
       hex: () =>
         this.failure
           ? Promise.reject(this.failure)

@@ -106,6 +106,7 @@ function tapped(src: AsyncIterable<Buffer>, taps: Digester[], count: { n: number
   return (async function* () {
     for await (const c of src) {
       for (const t of taps) t.update(c);
+      for (const t of taps) if (t.ready) await t.ready();
       count.n += c.length;
       yield c;
     }
