@@ -15,12 +15,14 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdir, readdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { FdError, isErrno } from '../../core/errors.js';
 import { run, sleep, type RunResult } from '../../core/process.js';
 import { detectAccel } from '../../qemu/accel.js';
 import type { HostRecord } from '../model.js';
 import {
   checkPrefix,
+  isPrefix,
   DEFAULT_PREFIX,
   DEFAULT_SUBNET_BASE,
   gatewayIp,
@@ -167,6 +169,67 @@ async function pickSubnet(requested: string | undefined): Promise<Subnet> {
   });
 }
 
+/** What a lab of `n` hosts on `subnet` consists of, before any of it exists. */
+function planLab(prefix: string, n: number, subnet: Subnet): LabState {
+  const hosts: LabHost[] = [];
+  for (let i = 1; i <= n; i++) {
+    const name = hostName(i);
+    const ip = hostIp(subnet, i);
+    hosts.push({
+      name,
+      index: i,
+      netns: netnsName(prefix, name),
+      ip,
+      apiUrl: apiUrlOf(ip),
+      dataDir: hostDataDir(prefix, name),
+      token: '',
+      veth: vethName(prefix, i),
+      etcdMember: i <= MAX_ETCD_MEMBERS ? memberClientUrl(ip) : null,
+    });
+  }
+  return {
+    version: 1,
+    prefix,
+    phase: 'creating',
+    subnet: subnet.cidr,
+    bridge: bridgeName(prefix),
+    gatewayIp: gatewayIp(subnet),
+    hosts,
+    etcdEndpoints: hosts.flatMap((h) => (h.etcdMember ? [h.etcdMember] : [])),
+    accel: '',
+    failures: {},
+    createdAt: new Date().toISOString(),
+  };
+}
+
+/**
+ * Runs `fn` holding LAB_ROOT/.lock (a directory: mkdir is atomic). A lock older than 30 s is
+ * left from a killed process and taken over.
+ */
+async function withSubnetLock<T>(fn: () => Promise<T>): Promise<T> {
+  const lock = join(LAB_ROOT, '.lock');
+  for (let i = 0; ; i++) {
+    try {
+      await mkdir(lock);
+      break;
+    } catch (err) {
+      if (!isErrno(err, 'EEXIST')) throw err;
+      const age = Date.now() - (await stat(lock).catch(() => ({ mtimeMs: Date.now() }))).mtimeMs;
+      if (age > 30_000) await rmdir(lock).catch(() => undefined);
+      else if (i > 600)
+        throw new FdError('FD_LAB_BUSY', `${lock} is held by another "lab up"`, {
+          hint: `remove ${lock} if no "lab up" runs`,
+        });
+      await sleep(50);
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await rmdir(lock).catch(() => undefined);
+  }
+}
+
 /** Unmounts anything mounted under `dir` (a disk mount a lab daemon left) before it is removed. */
 async function unmountUnder(dir: string): Promise<void> {
   const info = await readFile('/proc/self/mountinfo', 'utf8');
@@ -202,7 +265,8 @@ export class Lab {
   static async list(): Promise<string[]> {
     const found = new Set<string>();
     try {
-      for (const d of await readdir(LAB_ROOT, { withFileTypes: true })) if (d.isDirectory()) found.add(d.name);
+      for (const d of await readdir(LAB_ROOT, { withFileTypes: true }))
+        if (d.isDirectory() && isPrefix(d.name)) found.add(d.name);
     } catch (err) {
       if (!isErrno(err, 'ENOENT')) throw err;
     }
@@ -255,40 +319,18 @@ export class Lab {
       step(`removing the existing lab "${prefix}" (--force)`);
       await Lab.destroy(prefix);
     }
-    const subnet = await pickSubnet(opts.subnet);
-    const members = Math.min(n, MAX_ETCD_MEMBERS);
-    const hosts: LabHost[] = [];
-    for (let i = 1; i <= n; i++) {
-      const name = hostName(i);
-      const ip = hostIp(subnet, i);
-      hosts.push({
-        name,
-        index: i,
-        netns: netnsName(prefix, name),
-        ip,
-        apiUrl: apiUrlOf(ip),
-        dataDir: hostDataDir(prefix, name),
-        token: '',
-        veth: vethName(prefix, i),
-        etcdMember: i <= members ? memberClientUrl(ip) : null,
-      });
-    }
-    const st: LabState = {
-      version: 1,
-      prefix,
-      phase: 'creating',
-      subnet: subnet.cidr,
-      bridge: bridgeName(prefix),
-      gatewayIp: gatewayIp(subnet),
-      hosts,
-      etcdEndpoints: hosts.flatMap((h) => (h.etcdMember ? [h.etcdMember] : [])),
-      accel: '',
-      failures: {},
-      createdAt: new Date().toISOString(),
-    };
-    await mkdir(labDir(prefix), { recursive: true, mode: 0o700 });
-    // Written before anything exists: a crash from here on leaves something `down` can read.
-    await writeState(st);
+    await mkdir(LAB_ROOT, { recursive: true, mode: 0o755 });
+    // The state is written before anything exists: a crash from here on leaves something
+    // `down` can read. The subnet is picked and claimed under a lock, so labs coming up side
+    // by side (parallel test files) never pick the same one.
+    const st = await withSubnetLock(async () => {
+      const planned = planLab(prefix, n, await pickSubnet(opts.subnet));
+      await mkdir(labDir(prefix), { recursive: true, mode: 0o700 });
+      await writeState(planned);
+      return planned;
+    });
+    const hosts = st.hosts;
+    const subnet = parseSubnet(st.subnet);
     const lab = new Lab(st);
     const readyTimeoutMs = opts.readyTimeoutMs ?? 60_000;
     try {
@@ -591,7 +633,7 @@ export class Lab {
         const frozen = pids.length > 0 && (await Promise.all(pids.map(stopped))).every(Boolean);
         const cut = ns && (await isPartitioned(h.netns));
         const ep = await hostEndpoint(h);
-        const health = ep && !frozen ? await tryRequestJson(ep, 'GET', '/api/v1/health', 1500) : undefined;
+        const health = ep ? await tryRequestJson(ep, 'GET', '/api/v1/health', 1500) : undefined;
         return {
           name: h.name,
           ip: h.ip,

@@ -19,8 +19,10 @@ export const MAX_HOSTS = 64;
 
 const PREFIX_RE = /^[a-z][a-z0-9]{0,7}$/;
 
+export const isPrefix = (name: string): boolean => PREFIX_RE.test(name);
+
 export function checkPrefix(prefix: string): string {
-  if (!PREFIX_RE.test(prefix)) {
+  if (!isPrefix(prefix)) {
     throw new FdError('FD_LAB_BAD_PREFIX', `lab prefix "${prefix}" is not 1-8 lowercase letters and digits`, {
       hint: 'e.g. --prefix demo (it becomes part of namespace and link names)',
     });

@@ -1,0 +1,279 @@
+/**
+ * The lab for real: three hosts in network namespaces with a 3-member etcd and a daemon each,
+ * driven through the library and the real CLI. Faults are injected the way HA tests will
+ * (SIGKILL every process of a host, cut its link) and healed; `down` must leave nothing.
+ * No guest boots here: VMs are created stopped.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { run } from '../../src/core/process.js';
+import { isFdError } from '../../src/core/errors.js';
+import { Lab } from '../../src/cluster/lab/lab.js';
+import { bridgeName, labDir, netnsName, vethName } from '../../src/cluster/lab/names.js';
+import { netnsPids, pidsMentioning, stopped } from '../../src/cluster/lab/procs.js';
+import { CLI, type CliResult } from '../helpers/daemon.js';
+
+// A host's liveness lease has a 3 s TTL; lost shows within a few seconds of the fault.
+const LOST_TIMEOUT_MS = 30_000;
+/**
+ * Why the partition test is marked todo: the daemon's etcd client (src/cluster/store.ts) sets
+ * no deadline on calls and no gRPC keepalive, so calls and lease keepalives routed to the
+ * partitioned member hang: h1 then loses its own liveness lease, and after heal h3 never
+ * re-grants its lost lease (src/cluster/host-agent.ts). The lab side (nft drop in h3's
+ * namespace, h3's processes untouched, the others' etcd quorum intact) works; the test passes
+ * once the store and the host agent handle it.
+ */
+const PARTITION_TODO =
+  'store.ts: etcd calls without deadline hang on a partitioned member; host-agent.ts: a lost lease is never re-granted';
+
+function cli(args: string[]): Promise<CliResult> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    c.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    c.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+  });
+}
+
+/** Everything of lab `prefix` still on the machine: the list must be empty after `down`. */
+async function traces(prefix: string): Promise<string[]> {
+  const left: string[] = [];
+  const ns = await run('ip', ['netns', 'list']);
+  for (const l of ns.stdout.split('\n')) if (l.startsWith(`fd-lab-${prefix}-`)) left.push(`netns ${l}`);
+  const links = await run('ip', ['-o', 'link', 'show']);
+  for (const m of links.stdout.matchAll(/^\d+:\s+([^:@\s]+)/gm))
+    if (m[1]!.startsWith(`fdl${prefix}-`)) left.push(`link ${m[1]}`);
+  const tables = await run('nft', ['list', 'tables']);
+  if (tables.stdout.includes(`fdlab_${prefix}`)) left.push(`nft table fdlab_${prefix}`);
+  if (existsSync(labDir(prefix))) left.push(labDir(prefix));
+  for (const pid of await pidsMentioning(labDir(prefix) + '/')) left.push(`process ${pid}`);
+  return left;
+}
+
+describe('a lab of 3 hosts', { timeout: 600_000 }, () => {
+  const prefix = `t${randomBytes(3).toString('hex')}`;
+  let lab: Lab;
+  const names = ['h1', 'h2', 'h3'];
+
+  before(async () => {
+    lab = await Lab.up({ hosts: 3, prefix });
+  });
+  after(async () => {
+    await Lab.destroy(prefix);
+  });
+
+  it('every host answers host list with all 3 hosts online', async () => {
+    for (const via of names) {
+      const hosts = await lab.hostList(via);
+      assert.deepEqual(
+        hosts.map((h) => [h.name, h.state]).sort(),
+        names.map((n) => [n, 'online']),
+        `host list through ${via}`,
+      );
+    }
+  });
+
+  it('the CLI outside reaches a host by its data dir, over TLS with that host certificate', async () => {
+    const r = await cli(['host', 'list', '--data-dir', lab.host('h3').dataDir, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const hosts = JSON.parse(r.stdout) as { name: string; apiUrl: string }[];
+    assert.equal(hosts.find((h) => h.name === 'h3')?.apiUrl, `https://${lab.host('h3').ip}:8420`);
+  });
+
+  it('etcd is one cluster of 3 members, one on each host IP', async () => {
+    const members = await lab.etcdMembers();
+    assert.deepEqual(
+      members.map((m) => [m.name, m.clientURLs]).sort(),
+      names.map((n) => [n, [`http://${lab.host(n).ip}:2379`]]),
+    );
+    assert.deepEqual(
+      [...lab.etcdEndpoints],
+      names.map((n) => `http://${lab.host(n).ip}:2379`),
+    );
+  });
+
+  it('a VM created through h2 is visible through h1 (one shared store)', async () => {
+    const created = await lab.api<{ id?: string }>('h2', 'POST', '/api/v1/vms?wait=true', {
+      name: 'shared',
+      diskSize: '64M',
+      host: 'h2',
+      network: 'none',
+    });
+    assert.ok(created.status < 300, JSON.stringify(created.body));
+    const list = await lab.api<{ name: string; host: string }[]>('h1', 'GET', '/api/v1/vms');
+    assert.deepEqual(
+      list.body.filter((v) => v.name === 'shared').map((v) => v.host),
+      ['h2'],
+    );
+  });
+
+  it('lab exec runs a command inside the host namespace with its data dir, and passes its exit code', async () => {
+    const addr = await cli(['lab', 'exec', 'h2', '--prefix', prefix, '--', 'ip', '-br', '-4', 'addr']);
+    assert.equal(addr.code, 0, addr.stderr);
+    assert.match(addr.stdout, new RegExp(`eth0\\S*\\s+UP\\s+${lab.host('h2').ip.replace(/\./g, '\\.')}/24`));
+    assert.doesNotMatch(addr.stdout, new RegExp(lab.host('h1').ip.replace(/\./g, '\\.')), 'only h2 addresses');
+    const env = await cli([
+      'lab',
+      'exec',
+      'h2',
+      '--prefix',
+      prefix,
+      '--',
+      'sh',
+      '-c',
+      'echo $FLIGHTDECK_DATA_DIR; exit 7',
+    ]);
+    assert.equal(env.code, 7);
+    assert.equal(env.stdout.trim(), lab.host('h2').dataDir);
+    const inner = await cli(['lab', 'exec', 'h1', '--prefix', prefix, '--', 'flightdeck', 'vm', 'list', '--json']);
+    assert.equal(inner.code, 0, inner.stderr);
+    assert.deepEqual(
+      (JSON.parse(inner.stdout) as { name: string }[]).map((v) => v.name),
+      ['shared'],
+      "the output is the inner command's JSON alone",
+    );
+  });
+
+  it('lab status --json reports every host up and online', async () => {
+    const r = await cli(['lab', 'status', '--prefix', prefix, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const st = JSON.parse(r.stdout) as { hosts: { name: string; api: string; state: string }[]; etcdMembers: string[] };
+    assert.deepEqual(
+      st.hosts.map((h) => [h.name, h.api, h.state]),
+      names.map((n) => [n, 'up', 'online']),
+    );
+    assert.deepEqual([...st.etcdMembers].sort(), names);
+  });
+
+  it('a second lab up with the same prefix is refused and leaves the lab running', async () => {
+    await assert.rejects(Lab.up({ hosts: 1, prefix }), (err) => isFdError(err, 'FD_LAB_EXISTS'));
+    assert.equal((await lab.hostList('h1')).length, 3);
+  });
+
+  it('kill: every process of h2 dies, the others answer and see it lost; heal brings it back', async () => {
+    const failed = await cli(['lab', 'fail', 'h2', '--mode', 'kill', '--prefix', prefix, '--json']);
+    assert.equal(failed.code, 0, failed.stderr);
+    assert.deepEqual(await netnsPids(lab.host('h2').netns), [], 'no process left in h2');
+    const seen = await lab.waitHostStates('h1', { online: ['h1', 'h3'], lost: ['h2'] }, LOST_TIMEOUT_MS);
+    assert.equal(seen.length, 3);
+    assert.equal((await lab.hostList('h3')).find((h) => h.name === 'h2')?.state, 'lost');
+
+    const healed = await cli(['lab', 'heal', 'h2', '--prefix', prefix, '--json']);
+    assert.equal(healed.code, 0, healed.stderr);
+    assert.deepEqual((JSON.parse(healed.stdout) as { restarted: string[] }).restarted, ['etcd', 'daemon']);
+    await lab.waitHostStates('h1', { online: names }, LOST_TIMEOUT_MS);
+    assert.deepEqual(
+      (await lab.hostList('h2')).map((h) => h.state),
+      ['online', 'online', 'online'],
+    );
+    // The member rejoined with its data: the cluster still has exactly 3 members.
+    assert.equal((await lab.etcdMembers()).length, 3);
+    // The VM record it owns survived in etcd.
+    const vms = await lab.api<{ name: string; host: string }[]>('h2', 'GET', '/api/v1/vms');
+    assert.deepEqual(
+      vms.body.map((v) => [v.name, v.host]),
+      [['shared', 'h2']],
+    );
+  });
+
+  it(
+    'partition: h3 keeps running cut off, h1 sees it lost; heal brings it back online',
+    { todo: PARTITION_TODO },
+    async () => {
+      const before = await netnsPids(lab.host('h3').netns);
+      await lab.fail('h3', 'partition');
+      try {
+        // Its processes keep running: the same ones, none stopped.
+        assert.deepEqual(await netnsPids(lab.host('h3').netns), before);
+        await lab.waitHostStates('h1', { online: ['h1', 'h2'], lost: ['h3'] }, LOST_TIMEOUT_MS);
+        assert.equal((await lab.hostList('h2')).find((h) => h.name === 'h3')?.state, 'lost');
+        // Cut off from the root namespace too.
+        const r = await cli(['host', 'list', '--data-dir', lab.host('h3').dataDir]);
+        assert.notEqual(r.code, 0);
+      } finally {
+        const healed = await lab.heal('h3');
+        assert.deepEqual(healed.restarted, [], 'nothing had died');
+      }
+      await lab.waitHostStates('h1', { online: names }, LOST_TIMEOUT_MS);
+    },
+  );
+
+  it('freeze: every process of h3 stops and its API goes silent; heal resumes the same processes', async () => {
+    const h3 = lab.host('h3');
+    const pids = await netnsPids(h3.netns);
+    assert.ok(pids.length >= 2, 'h3 runs at least its daemon and etcd member');
+    try {
+      await lab.fail('h3', 'freeze');
+      assert.deepEqual(
+        await Promise.all(pids.map(stopped)),
+        pids.map(() => true),
+        'every process is stopped',
+      );
+      const st = await lab.status();
+      const row = st.hosts.find((h) => h.name === 'h3')!;
+      assert.deepEqual([row.api, row.failure], ['down', 'freeze']);
+    } finally {
+      await lab.heal('h3');
+    }
+    assert.deepEqual(
+      await Promise.all(pids.map(stopped)),
+      pids.map(() => false),
+      'every process runs again',
+    );
+    assert.deepEqual(await netnsPids(h3.netns), pids, 'the same processes, none restarted');
+    const health = await lab.api<{ host: string }>('h3', 'GET', '/api/v1/health');
+    assert.equal(health.body.host, 'h3');
+  });
+
+  it('down leaves no process, namespace, link, nft table or directory', async () => {
+    assert.ok((await traces(prefix)).length > 0, 'the lab exists before down');
+    const r = await cli(['lab', 'down', '--prefix', prefix, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(await traces(prefix), []);
+  });
+});
+
+describe('lab down after a crashed lab up', () => {
+  it('removes namespaces, links, processes and the data dir found by name alone', async () => {
+    const prefix = `c${randomBytes(3).toString('hex')}`;
+    try {
+      // What an `up` killed half-way leaves: a namespace with a process in it, a bridge, a
+      // veth, a data dir with a state file that is cut short.
+      const ns = netnsName(prefix, 'h1');
+      await run('ip', ['netns', 'add', ns]);
+      await run('ip', ['link', 'add', bridgeName(prefix), 'type', 'bridge']);
+      await run('ip', ['link', 'add', vethName(prefix, 2), 'type', 'veth', 'peer', 'name', `${vethName(prefix, 2)}p`]);
+      await mkdir(labDir(prefix), { recursive: true });
+      await writeFile(`${labDir(prefix)}/lab.json`, '{"version":1,"pre');
+      const sleeper = spawn('ip', ['netns', 'exec', ns, 'sleep', '600'], { stdio: 'ignore', detached: true });
+      sleeper.unref();
+      for (let i = 0; i < 100 && (await netnsPids(ns)).length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.equal((await netnsPids(ns)).length, 1);
+      await assert.rejects(Lab.load(prefix), (err) => isFdError(err, 'FD_LAB_STATE_CORRUPT'));
+
+      const sleeperExited = new Promise((r) => sleeper.once('exit', r));
+      const report = await Lab.destroy(prefix);
+      assert.deepEqual(report.namespaces, [ns]);
+      assert.equal(report.killed, 1);
+      assert.deepEqual(await traces(prefix), []);
+      assert.equal(await sleeperExited, null, 'the process in the namespace was killed, not left behind');
+    } finally {
+      await Lab.destroy(prefix).catch(() => undefined);
+    }
+  });
+
+  it('refuses a bad prefix and a bad host count before touching anything', async () => {
+    await assert.rejects(Lab.up({ hosts: 3, prefix: 'Bad-Prefix' }), (err) => isFdError(err, 'FD_LAB_BAD_PREFIX'));
+    await assert.rejects(Lab.up({ hosts: 0, prefix: 'zz' }), (err) => isFdError(err, 'FD_LAB_BAD_HOSTS'));
+    await assert.rejects(Lab.up({ hosts: 2, prefix: 'zz', subnet: '10.77.0.0/16' }), (err) =>
+      isFdError(err, 'FD_LAB_BAD_SUBNET'),
+    );
+    assert.deepEqual(await traces('zz'), []);
+  });
+});
