@@ -210,7 +210,6 @@ async function writeTarget(dev: BlockDevice, tmp: string, opts: ConvertOptions):
       );
       if (fixed) await writeAt(fh, vsize, serializeFooter(newFooter('fixed', vsize)));
     }
-    progress.finish();
     return dataBytes;
   } finally {
     await fh.close();
