@@ -344,3 +344,22 @@ test('an interrupted merge resumes from its journal and ends with the same data'
     await assert.rejects(access(`${child}.merge-journal`));
   });
 });
+
+test('a parent modified after the child was made: check reports FD_VHD_PARENT_TIMESTAMP, the chain still opens', async () => {
+  await withTempDir(async (dir) => {
+    const base = join(dir, 'base.vhd');
+    await createVhd(base, { sizeBytes: MiB });
+    const child = join(dir, 'child.vhd');
+    await createDifferencingVhd(child, base);
+    const p = await VhdImage.open(base, { write: true });
+    await p.rewriteFooter({ ...p.footer, timestamp: p.footer.timestamp + 100 });
+    await p.close();
+    assert.deepEqual(
+      (await checkVhd(child)).problems.map((x) => x.code),
+      ['FD_VHD_PARENT_TIMESTAMP'],
+    );
+    const c = await VhdImage.open(child);
+    assert.equal(c.parentTimestampMismatch, true);
+    await c.close();
+  });
+});
