@@ -12,7 +12,7 @@ import { produceFileAtomic } from '../core/atomic-file.js';
 import { FdError } from '../core/errors.js';
 import { writeStreamOptimizedVmdk, type DiskSource, type WriteVmdkOptions } from '../disk/vmdk/stream-writer.js';
 import { formatManifest, type ManifestEntry } from './manifest.js';
-import type { OvfDisk, OvfFile } from './model.js';
+import type { OvfDisk, OvfEntity, OvfFile } from './model.js';
 import { safeMemberName } from './tar-reader.js';
 import { TarWriter } from './tar-writer.js';
 import { writeOvf, type OvfWriteModel, type WriteOvfOptions } from './writer.js';
@@ -142,10 +142,19 @@ export async function exportOva(
         outDisks.push(rest);
       }
     }
-    const descriptor = writeOvf({ ...model, files, disks: outDisks }, opts);
+    // Media files (ISOs) are not exported: drives that pointed at one come out empty.
+    const descriptor = writeOvf({ ...model, files, disks: outDisks, entity: withoutMedia(model.entity) }, opts);
     const result = await writeOva(outPath, { descriptorName: `${base}.ovf`, descriptor, files: sources });
     return { ...result, descriptor };
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+}
+
+function withoutMedia(e: OvfEntity): OvfEntity {
+  if (e.kind === 'VirtualSystemCollection') return { ...e, members: e.members.map(withoutMedia) };
+  return {
+    ...e,
+    drives: e.drives.map(({ fileRef: _drop, ...d }) => d),
+  };
 }

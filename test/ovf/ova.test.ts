@@ -24,7 +24,7 @@ import { withTempDir } from './helpers.js';
 
 const MiB = 2 ** 20;
 
-function model(diskSizes: number[]): OvfWriteModel {
+function model(diskSizes: number[], withIso = false): OvfWriteModel {
   const vs: OvfVirtualSystem = {
     kind: 'VirtualSystem',
     id: 'web',
@@ -32,7 +32,10 @@ function model(diskSizes: number[]): OvfWriteModel {
     os: { cimId: 96, name: 'Debian 64-Bit' },
     vcpus: 2,
     memoryBytes: 512 * MiB,
-    controllers: [{ instanceId: 'c1', kind: 'scsi', subtype: 'lsilogic' }],
+    controllers: [
+      { instanceId: 'c1', kind: 'scsi', subtype: 'lsilogic' },
+      { instanceId: 'c2', kind: 'ide' },
+    ],
     disks: diskSizes.map((_, i) => ({
       instanceId: `d${i}`,
       diskId: `disk${i}`,
@@ -40,7 +43,10 @@ function model(diskSizes: number[]): OvfWriteModel {
       addressOnParent: String(i),
     })),
     nics: [{ instanceId: 'n1', network: 'lan', adapterType: 'VirtualE1000', connected: true }],
-    drives: [],
+    // A drive that held a packaged ISO in the imported appliance: exported empty.
+    drives: withIso
+      ? [{ instanceId: 'cd', kind: 'cdrom', controllerId: 'c2', addressOnParent: '0', fileRef: 'iso1' }]
+      : [],
     devices: [],
     products: [],
     eulas: [],
@@ -77,7 +83,7 @@ test('an exported OVA is canonical, verifiable by standard tools, and imports ba
     try {
       await exportOva(
         ova,
-        model([16 * MiB, 8 * MiB + 4096]),
+        model([16 * MiB, 8 * MiB + 4096], true),
         sources.map((s, i) => ({ diskId: `disk${i}`, source: s })),
       );
     } finally {
@@ -128,6 +134,11 @@ test('an exported OVA is canonical, verifiable by standard tools, and imports ba
     const vs = report.envelope.entity as OvfVirtualSystem;
     assert.equal(vs.vcpus, 2);
     assert.equal(vs.memoryBytes, 512 * MiB);
+    assert.deepEqual(
+      vs.drives.map((d) => [d.kind, d.fileRef]),
+      [['cdrom', undefined]],
+      'the ISO is not exported, so its drive comes out empty',
+    );
     assert.deepEqual(
       report.envelope.disks.map((d) => d.capacityBytes),
       [16 * MiB, 8 * MiB + 4096],
