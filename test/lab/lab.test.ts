@@ -10,6 +10,7 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
+import { createServer, type AddressInfo } from 'node:net';
 import { run } from '../../src/core/process.js';
 import { isFdError } from '../../src/core/errors.js';
 import { Lab } from '../../src/cluster/lab/lab.js';
@@ -138,6 +139,30 @@ describe('a lab of 3 hosts', { timeout: 600_000 }, () => {
       ['shared'],
       "the output is the inner command's JSON alone",
     );
+  });
+
+  it('traffic stays in the lab: hosts reach each other but neither this machine nor beyond', async () => {
+    const gw = lab.state.gatewayIp;
+    // A listener in the root namespace on every address, the lab gateway included.
+    const server = createServer((sock) => sock.destroy());
+    await new Promise<void>((r) => server.listen(0, '0.0.0.0', r));
+    const port = (server.address() as AddressInfo).port;
+    const probe = (target: string, p: number): string =>
+      `const s=require('net').connect({host:'${target}',port:${p},timeout:1500});` +
+      `s.on('connect',()=>{console.log('open');process.exit(0)});` +
+      `s.on('timeout',()=>{console.log('timeout');process.exit(1)});s.on('error',e=>{console.log(e.code);process.exit(1)})`;
+    try {
+      const fromRoot = await run(process.execPath, ['-e', probe(gw, port)], { allowFail: true });
+      assert.equal(fromRoot.stdout.trim(), 'open', 'the listener works');
+      const fromHost = await lab.exec('h1', [process.execPath, '-e', probe(gw, port)]);
+      assert.equal(fromHost.stdout.trim(), 'timeout', 'h1 cannot open a connection into the root namespace');
+      const peer = await lab.exec('h1', [process.execPath, '-e', probe(lab.host('h2').ip, 8420)]);
+      assert.equal(peer.stdout.trim(), 'open', "h1 reaches h2's API");
+      const out = await lab.exec('h1', ['ip', 'route', 'get', '1.1.1.1']);
+      assert.notEqual(out.code, 0, `h1 has no route out of the lab: ${out.stdout}`);
+    } finally {
+      server.close();
+    }
   });
 
   it('lab status --json reports every host up and online', async () => {

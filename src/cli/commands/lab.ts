@@ -68,6 +68,7 @@ const up = defineCommand<UpResult>({
       force: optBool(input, 'force'),
       keepOnFailure: optBool(input, 'keep-on-failure'),
       onStep: (m) => ctx.say(m),
+      signal: ctx.signal,
     });
     return {
       prefix: lab.prefix,

@@ -89,6 +89,8 @@ export interface LabUpOptions {
   readyTimeoutMs?: number;
   /** Called with a line for each step, for progress output. */
   onStep?: (message: string) => void;
+  /** Aborting stops after the current step and removes what was built (Ctrl-C on `lab up`). */
+  signal?: AbortSignal;
 }
 
 export interface LabHostStatus {
@@ -304,7 +306,7 @@ export class Lab {
         hint: 'e.g. --hosts 3 (three hosts give a 3-member etcd cluster)',
       });
     }
-    const step: Step = opts.onStep ?? (() => undefined);
+    const onStep: Step = opts.onStep ?? (() => undefined);
     const exists =
       (await pathExists(labDir(prefix))) ||
       (await labNamespaces(prefix)).length > 0 ||
@@ -316,7 +318,7 @@ export class Lab {
           hint: `use it, remove it with "flightdeck lab down${prefix === DEFAULT_PREFIX ? '' : ` --prefix ${prefix}`}", or pass --force to rebuild it`,
         });
       }
-      step(`removing the existing lab "${prefix}" (--force)`);
+      onStep(`removing the existing lab "${prefix}" (--force)`);
       await Lab.destroy(prefix);
     }
     await mkdir(LAB_ROOT, { recursive: true, mode: 0o755 });
@@ -336,6 +338,14 @@ export class Lab {
     try {
       const started = Date.now();
       const since = (): string => `${((Date.now() - started) / 1000).toFixed(1)}s`;
+      const step = (message: string): void => {
+        if (opts.signal?.aborted) {
+          throw new FdError('FD_LAB_CANCELLED', `lab up "${prefix}" was cancelled`, {
+            hint: 'nothing of it is left; run "flightdeck lab up" again',
+          });
+        }
+        onStep(message);
+      };
       step(`network: bridge ${st.bridge} (${subnet.cidr}, this machine is ${st.gatewayIp}) and ${n} namespaces`);
       const accel = detectAccel({ dataDir: labDir(prefix) });
       await createBridge(prefix, subnet);
@@ -362,11 +372,11 @@ export class Lab {
       );
       st.phase = 'up';
       await writeState(st);
-      step(`lab "${prefix}" is up with ${n} hosts (${since()})`);
+      onStep(`lab "${prefix}" is up with ${n} hosts (${since()})`);
       return lab;
     } catch (err) {
       if (!opts.keepOnFailure) {
-        step(`lab up failed; removing what was built`);
+        onStep(`lab up failed; removing what was built`);
         await Lab.destroy(prefix).catch(() => undefined);
       }
       throw err;
