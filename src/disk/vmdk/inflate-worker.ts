@@ -38,10 +38,9 @@ parentPort?.on('message', (msg: InflateRequest) => {
     const b = inflateOne(msg.packed.subarray(pos, pos + len), msg.chunkSize);
     pos += len;
     out.push(b);
-    // Only buffers that own their whole ArrayBuffer may move (small ones share Node's pool).
-    if (b && b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) {
-      transfer.add(b.buffer);
-    }
+    // zlib's output is a view into a buffer of its own (chunkSize long): move it rather than
+    // clone it. Buffers no bigger than Node's pool might share it with others: those are cloned.
+    if (b && b.buffer instanceof ArrayBuffer && b.buffer.byteLength > Buffer.poolSize) transfer.add(b.buffer);
   }
   parentPort!.postMessage({ id: msg.id, out } satisfies InflateReply, [...transfer]);
 });
