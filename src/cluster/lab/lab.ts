@@ -348,18 +348,19 @@ export class Lab {
       };
       step(`network: bridge ${st.bridge} (${subnet.cidr}, this machine is ${st.gatewayIp}) and ${n} namespaces`);
       const accel = detectAccel({ dataDir: labDir(prefix) });
+      // Never an unhandled rejection while other steps run; awaited below.
+      accel.catch(() => undefined);
       await createBridge(prefix, subnet);
       await Promise.all(hosts.map((h) => createHostNetwork(prefix, h.index, h.netns, subnet)));
       await Promise.all(hosts.map((h) => mkdir(h.dataDir, { recursive: true, mode: 0o700 })));
-      const verdict = await accel;
-      st.accel = verdict.accel;
-      await writeState(st);
-
       const memberHosts = hosts.filter((h) => h.etcdMember);
       step(`etcd: ${memberHosts.length}-member cluster on ${memberHosts.map((h) => h.name).join(', ')} (${since()})`);
       const memberPids = await Promise.all(memberHosts.map((h) => startEtcdMember(h, memberHosts, `fdlab-${prefix}`)));
       await Promise.all(memberHosts.map((h, i) => waitMemberHealthy(h, memberPids[i]!, readyTimeoutMs)));
 
+      // The accelerator probe (a short QEMU boot) ran alongside the network and etcd steps.
+      st.accel = (await accel).accel;
+      await writeState(st);
       step(`daemons: flightdeck serve on ${hosts.map((h) => h.name).join(', ')} (accel ${st.accel}) (${since()})`);
       const pids = await Promise.all(hosts.map((h) => startHostDaemon(h, st.etcdEndpoints, st.accel)));
       const eps = await Promise.all(hosts.map((h, i) => waitDaemonReady(h, pids[i]!, readyTimeoutMs)));
