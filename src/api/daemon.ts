@@ -134,6 +134,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     accel: runtime.accel,
     version: VERSION,
     ...(tls ? { certPem: tls.cert } : {}),
+    peerToken: (await readFile(join(dataDir, 'token'), 'utf8')).trim(),
     log,
   });
   const tasks = new TaskManager(store, hostName, log);

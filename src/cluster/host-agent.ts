@@ -6,16 +6,29 @@
  * calls on one VM are applied one after another and end in a consistent state.
  */
 import { cpus, freemem, totalmem } from 'node:os';
+import { join } from 'node:path';
 import { FdError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { TaskHandle } from './tasks.js';
 import type { Store } from './store.js';
 import type { Runtime, RuntimeStatus, VmStats } from './runtime.js';
-import type { HostRecord, VmRecord, VmStatus } from './model.js';
+import type { DiskRecord, HostRecord, VmRecord, VmStatus } from './model.js';
 import type { VmService } from './vms.js';
 import type { Provisioner } from './provisioner.js';
 import type { VmCreateSpec } from './provisioner.js';
 import { place, type PlacedVm, type PlacementHost } from './placement.js';
+import { callPeer } from './peer.js';
+import {
+  migrateFromSource,
+  mirrorNode,
+  releaseSourceMirrors,
+  type MigrationResult,
+  type MigrationTunables,
+  type PreparedTarget,
+} from './migration.js';
+import { qemuIds } from '../qemu/argv.js';
+import { sleep } from '../core/process.js';
+import { createServer as createNetServer } from 'node:net';
 
 const ALIVE_TTL_S = 3;
 
@@ -29,6 +42,8 @@ export interface HostAgentOptions {
   accel: string;
   version: string;
   certPem?: string;
+  /** This daemon's API token, for calls to other hosts (migration). */
+  peerToken: string;
   log: Logger;
 }
 
@@ -106,6 +121,10 @@ export class HostAgent {
   }
 
   private async publish(id: string, st: RuntimeStatus, restarts?: number): Promise<void> {
+    // Only the owner speaks for a VM: a migration target (before the move) or a source (after
+    // it) also runs processes for it, and must not overwrite the owner's word.
+    const rec = await this.o.store.get<VmRecord>(`vms/${id}`);
+    if (rec && rec.value.host !== this.o.hostName) return;
     const prev = this.statuses.get(id);
     const status: VmStatus = {
       id,
@@ -315,6 +334,210 @@ export class HostAgent {
     return this.o.runtime.stats(mine.map((v) => ({ id: v.id, name: v.name })));
   }
 
+  // ---- live migration ----
+
+  /** Source side: moves a running VM to `to` (or where placement says), see migration.ts. */
+  async migrateVm(
+    id: string,
+    to: string | undefined,
+    tunables: MigrationTunables,
+    t: TaskHandle,
+  ): Promise<MigrationResult> {
+    return this.withLock(id, async () => {
+      const t0 = Date.now();
+      const { value: vm } = await this.o.vms.find(id);
+      if (vm.host !== this.o.hostName)
+        throw new FdError('FD_OWNER_MOVED', `VM ${vm.name} is owned by ${vm.host} now`, { status: 409 });
+      const st = await this.o.runtime.status(id);
+      if (st.state !== 'running' && st.state !== 'paused') {
+        throw new FdError('FD_VM_NOT_RUNNING', `VM ${vm.name} is ${st.state}; live migration moves running VMs`, {
+          status: 409,
+        });
+      }
+      const hosts = await this.placementHosts();
+      if (to === this.o.hostName)
+        throw new FdError('FD_MIGRATION_SAME_HOST', `VM ${vm.name} already runs on ${to}`, { status: 409 });
+      const d = place(
+        {
+          vmId: vm.id,
+          cpus: vm.cpus,
+          memoryBytes: vm.memoryBytes,
+          antiAffinity: vm.antiAffinity,
+          exclude: [this.o.hostName],
+          pinnedHost: to ?? null,
+        },
+        hosts,
+        await this.placedVms(),
+      );
+      for (const r of d.reasons) t.log(`placement: ${r}`);
+      const target = d.host;
+      if (target === this.o.hostName)
+        throw new FdError('FD_MIGRATION_SAME_HOST', `VM ${vm.name} already runs on ${target}`, { status: 409 });
+      const targetRec = (await this.o.store.get<HostRecord>(`hosts/${target}`))?.value;
+      const targetState = hosts.find((h) => h.name === target)?.state;
+      if (!targetRec || targetState !== 'online') {
+        throw new FdError(
+          'FD_HOST_UNAVAILABLE',
+          `host ${target} is ${targetState ?? 'unknown'}; it cannot take VMs now`,
+          { status: 409 },
+        );
+      }
+      const disks = await Promise.all(
+        vm.disks.map(async (d) => {
+          const rec = (await this.o.store.get<DiskRecord>(`disks/${d.diskId}`))?.value;
+          if (!rec) throw new Error(`disk record ${d.diskId} missing`);
+          return { id: d.id, sizeBytes: rec.sizeBytes, baseImage: rec.baseImage };
+        }),
+      );
+      t.log(`migrating ${vm.name} from ${this.o.hostName} to ${target}`);
+      const base = `/api/v1/vms/${vm.id}/migration`;
+      const prepared = await callPeer<PreparedTarget & { diskPaths: Record<string, string> }>(
+        targetRec,
+        this.o.peerToken,
+        'POST',
+        `${base}/prepare`,
+        {
+          id: vm.id,
+          source: this.o.hostName,
+          disks,
+        },
+      );
+      const qmp = this.o.runtime.qmp(id);
+      let moved: Omit<MigrationResult, 'from' | 'to' | 'totalTimeMs'>;
+      try {
+        moved = await migrateFromSource({ qmp, target: prepared, tunables, task: t, log: this.o.log });
+        await releaseSourceMirrors(
+          qmp,
+          prepared.disks.map((d) => d.id),
+        );
+        await callPeer(targetRec, this.o.peerToken, 'POST', `${base}/finish`, { id: vm.id });
+      } catch (err) {
+        t.log(`migration failed, the VM stays on ${this.o.hostName}: ${(err as Error).message}`);
+        await qmp.execute<{ status: string }>('query-status').then(
+          (q) => (q.status === 'running' ? undefined : qmp.execute('cont')),
+          () => undefined,
+        );
+        await callPeer(targetRec, this.o.peerToken, 'POST', `${base}/abort`, { id: vm.id }).catch((e: unknown) =>
+          this.o.log.error('target cleanup after a failed migration failed', { err: String(e) }),
+        );
+        throw err;
+      }
+      // The guest runs on the target now: move ownership, then retire the source side.
+      await this.o.vms.update(id, (cur) => ({ ...cur, host: target }));
+      for (const d of vm.disks) {
+        await this.o.store.mutate<DiskRecord>(`disks/${d.diskId}`, (cur) => ({
+          ...cur,
+          host: target,
+          path: prepared.diskPaths[d.id] ?? cur.path,
+        }));
+      }
+      this.statuses.delete(id);
+      await this.o.runtime
+        .stop(id, { graceful: false, timeoutMs: 0 })
+        .catch((err: unknown) => this.o.log.warn('stopping the migrated source', { err: String(err) }));
+      await this.o.runtime.cleanup(id);
+      await this.o.provisioner.removeVmDir(id);
+      const result: MigrationResult = { from: this.o.hostName, to: target, totalTimeMs: Date.now() - t0, ...moved };
+      t.log(
+        `done: downtime ${result.downtimeMs} ms, total ${result.totalTimeMs} ms, ${result.ramBytes} bytes of memory, ${result.diskBytes} bytes of disk`,
+      );
+      return result;
+    });
+  }
+
+  /** Target side, step 1: disks, vdisk and a QEMU waiting for the incoming migration. */
+  async prepareIncoming(req: {
+    id: string;
+    source: string;
+    disks: { id: string; sizeBytes: number; baseImage: string | null }[];
+  }): Promise<PreparedTarget & { diskPaths: Record<string, string> }> {
+    return this.withLock(req.id, async () => {
+      const { value: vm } = await this.o.vms.find(req.id);
+      if (vm.host === this.o.hostName)
+        throw new FdError('FD_MIGRATION_SAME_HOST', `VM ${vm.name} already runs here`, { status: 409 });
+      const st = await this.o.runtime.status(req.id);
+      if (st.state === 'running' || st.state === 'paused' || st.state === 'starting') {
+        throw new FdError('FD_MIGRATION_BUSY', `a QEMU for VM ${vm.name} already runs on ${this.o.hostName}`, {
+          status: 409,
+        });
+      }
+      await this.o.runtime.cleanup(req.id);
+      const made = await this.o.provisioner.prepareMigrationDisks(vm.id, req.disks);
+      const listenHost = new URL(this.o.apiUrl).hostname.replace(/^\[|\]$/g, '');
+      try {
+        await this.o.runtime.startIncoming(vm, made.paths);
+        const qmp = this.o.runtime.qmp(req.id);
+        const nbdPort = await freePort(listenHost);
+        await qmp.execute('nbd-server-start', {
+          addr: { type: 'inet', data: { host: listenHost, port: String(nbdPort) } },
+        });
+        for (const d of req.disks) {
+          await qmp.execute('block-export-add', {
+            type: 'nbd',
+            id: mirrorNode(d.id),
+            'node-name': qemuIds.diskNode(d.id),
+            name: mirrorNode(d.id),
+            writable: true,
+          });
+        }
+        const migPort = await freePort(listenHost);
+        await qmp.execute('migrate-incoming', { uri: `tcp:${listenHost}:${migPort}` });
+        return {
+          nbd: { host: listenHost, port: nbdPort },
+          disks: req.disks.map((d) => ({ id: d.id, exportName: mirrorNode(d.id), sync: made.sync[d.id] ?? 'full' })),
+          migrateUri: `tcp:${listenHost}:${migPort}`,
+          diskPaths: made.paths,
+        };
+      } catch (err) {
+        await this.o.runtime.stop(req.id, { graceful: false, timeoutMs: 0 }).catch(() => undefined);
+        await this.o.runtime.cleanup(req.id).catch(() => undefined);
+        await this.o.provisioner.removeVmDir(req.id);
+        throw err;
+      }
+    });
+  }
+
+  /** Target side, step 2: the source is paused and in sync; run the guest here. */
+  async finishIncoming(id: string): Promise<{ pid: number | null }> {
+    return this.withLock(id, async () => {
+      const qmp = this.o.runtime.qmp(id);
+      for (let i = 0; ; i++) {
+        const q = await qmp.execute<{ status: string }>('query-status');
+        if (q.status !== 'inmigrate') break;
+        if (i > 600) throw new FdError('FD_MIGRATION_FAILED', 'the target never left the incoming state');
+        await sleep(10);
+      }
+      const mig = await qmp.execute<{ status?: string }>('query-migrate');
+      if (mig.status && mig.status !== 'completed')
+        throw new FdError('FD_MIGRATION_FAILED', `incoming migration ${mig.status}`);
+      const exports = await qmp.execute<{ id: string }[]>('query-block-exports');
+      for (const e of exports) await qmp.execute('block-export-del', { id: e.id, mode: 'hard' });
+      await qmp.execute('nbd-server-stop').catch(() => undefined);
+      await qmp.execute('cont');
+      const st = await this.o.runtime.status(id);
+      return { pid: st.pid };
+    });
+  }
+
+  /** Target side, on failure: nothing of the attempt stays. */
+  async abortIncoming(id: string): Promise<{ aborted: true }> {
+    return this.withLock(id, async () => {
+      const rec = await this.o.store.get<VmRecord>(`vms/${id}`);
+      if (rec?.value.host === this.o.hostName)
+        throw new FdError('FD_MIGRATION_OWNED', 'this host owns the VM; refusing to tear it down', { status: 409 });
+      await this.o.runtime.stop(id, { graceful: false, timeoutMs: 0 }).catch(() => undefined);
+      await this.o.runtime.cleanup(id).catch(() => undefined);
+      await this.o.provisioner.removeVmDir(id);
+      return { aborted: true };
+    });
+  }
+
+  /** Maintenance: no new VMs are placed here; running VMs are migrated away by evacuate. */
+  async setHostState(state: 'online' | 'maintenance'): Promise<HostRecord> {
+    const res = await this.o.store.mutate<HostRecord>(`hosts/${this.o.hostName}`, (cur) => ({ ...cur, state }));
+    return res.value;
+  }
+
   // ---- images and disks, through the provisioner ----
 
   buildTinyImage(force: boolean, t: TaskHandle): Promise<unknown> {
@@ -337,6 +560,20 @@ export class HostAgent {
     return this.o.provisioner.resizeDisk(id, sizeBytes, t);
   }
 
+  // ---- appliances (src/cluster/appliance) ----
+
+  /** The default pool's per-VM directories, where imported disks go. */
+  get vmsDir(): string {
+    return join(this.o.provisioner.poolDir, 'vms');
+  }
+
+  /** Runs `fn` holding the locks of these VMs, so no power action runs while their disks are read. */
+  exclusive<T>(ids: string[], fn: () => Promise<T>): Promise<T> {
+    const [first, ...rest] = [...new Set(ids)].sort();
+    if (!first) return fn();
+    return this.withLock(first, () => this.exclusive(rest, fn));
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     await this.stopWatch?.();
@@ -344,4 +581,16 @@ export class HostAgent {
     await this.lease?.revoke().catch(() => undefined);
     await this.o.runtime.close();
   }
+}
+
+/** A free TCP port on `host` (bound and released; the caller binds it right away). */
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createNetServer();
+    srv.once('error', reject);
+    srv.listen(0, host, () => {
+      const a = srv.address();
+      srv.close(() => (typeof a === 'object' && a ? resolve(a.port) : reject(new Error('no port'))));
+    });
+  });
 }

@@ -258,6 +258,42 @@ export class Provisioner {
     return iso;
   }
 
+  /** The disks a migration target receives: a child of the same base image when this host has it. */
+  async prepareMigrationDisks(
+    vmId: string,
+    disks: { id: string; sizeBytes: number; baseImage: string | null }[],
+  ): Promise<{ paths: Record<string, string>; sync: Record<string, 'top' | 'full'> }> {
+    const dir = join(this.poolDir, 'vms', vmId);
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true });
+    const paths: Record<string, string> = {};
+    const sync: Record<string, 'top' | 'full'> = {};
+    for (const d of disks) {
+      const path = join(dir, `${d.id}.vhd`);
+      const base = d.baseImage ? await this.o.store.get<ImageRecord>(`images/${d.baseImage}`) : undefined;
+      if (
+        base &&
+        (await stat(base.value.path).then(
+          () => true,
+          () => false,
+        ))
+      ) {
+        await createDifferencingVhd(path, base.value.path);
+        if (d.sizeBytes > base.value.sizeBytes) await resizeVhd(path, d.sizeBytes);
+        sync[d.id] = 'top';
+      } else {
+        await createVhd(path, { sizeBytes: d.sizeBytes, type: 'dynamic' });
+        sync[d.id] = 'full';
+      }
+      paths[d.id] = path;
+    }
+    return { paths, sync };
+  }
+
+  async removeVmDir(vmId: string): Promise<void> {
+    await rm(join(this.poolDir, 'vms', vmId), { recursive: true, force: true });
+  }
+
   async removeVmDisks(vm: VmRecord, t: TaskHandle): Promise<void> {
     for (const d of vm.disks) {
       const rec = await this.o.store.get<DiskRecord>(`disks/${d.diskId}`);

@@ -68,9 +68,11 @@ export async function createLocalRuntime(o: {
     accel: verdict.accel,
   });
 
-  async function compile(vm: VmRecord): Promise<VmSpecInput> {
+  async function compile(vm: VmRecord, diskPaths?: Record<string, string>): Promise<VmSpecInput> {
     const disks = await Promise.all(
       vm.disks.map(async (d) => {
+        const override = diskPaths?.[d.id];
+        if (override) return { id: d.id, source: { kind: 'vhd' as const, path: override } };
         const rec = (await o.store.get<DiskRecord>(`disks/${d.diskId}`))?.value;
         if (!rec) throw new Error(`disk record ${d.diskId} of VM ${vm.name} is missing`);
         return { id: d.id, source: { kind: rec.format, path: rec.path } };
@@ -162,6 +164,14 @@ export async function createLocalRuntime(o: {
     },
     async start(vm) {
       await runner.start(await compile(vm));
+    },
+    async startIncoming(vm, diskPaths) {
+      // No restart policy on the target until it owns the VM: a restart here would be a
+      // second running copy.
+      await runner.startIncoming({ ...(await compile(vm, diskPaths)), restartPolicy: 'never' });
+    },
+    qmp(id) {
+      return runner.qmp(id);
     },
     async stop(id, opts) {
       if (opts.graceful) await runner.shutdown(id, { timeoutMs: opts.timeoutMs });

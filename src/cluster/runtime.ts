@@ -6,6 +6,7 @@
  */
 import type { Logger } from '../core/log.js';
 import type { VmActualState, VmRecord } from './model.js';
+import type { QmpClient } from '../qemu/qmp.js';
 
 export interface RuntimeStatus {
   state: VmActualState;
@@ -32,6 +33,13 @@ export interface Runtime {
   /** Finds VMs left running by an earlier daemon and takes them over again. */
   reattach(ids: string[]): Promise<Map<string, RuntimeStatus>>;
   start(vm: VmRecord, log: Logger): Promise<void>;
+  /**
+   * Starts the target of a live migration: QEMU waits for the incoming state and stays paused;
+   * `diskPaths` (disk id -> path) are this host's new copies, not the source's.
+   */
+  startIncoming(vm: VmRecord, diskPaths: Record<string, string>): Promise<void>;
+  /** The running VM's QMP connection (migration and block jobs drive QEMU directly). */
+  qmp(id: string): QmpClient;
   stop(id: string, opts: { graceful: boolean; timeoutMs: number }): Promise<void>;
   setPaused(id: string, paused: boolean): Promise<void>;
   reboot(id: string): Promise<void>;

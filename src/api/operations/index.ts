@@ -2,6 +2,8 @@
 import type { Operation } from '../operation.js';
 import { catalogOperations } from './catalog.js';
 import { clusterOperations } from './cluster.js';
+import { migrationOperations } from './migration.js';
+import { ovfOperations } from './ovf.js';
 import { taskOperations } from './tasks.js';
 import { tokenOperations } from './tokens.js';
 import { vmOperations } from './vms.js';
@@ -9,7 +11,9 @@ import { vmOperations } from './vms.js';
 export const operations: Operation[] = [
   ...vmOperations,
   ...catalogOperations,
+  ...ovfOperations,
   ...clusterOperations,
+  ...migrationOperations,
   ...taskOperations,
   ...tokenOperations,
 ];

@@ -1,0 +1,236 @@
+/**
+ * Live migration of a running VM between hosts, without shared storage. The source host runs
+ * the task; the target host is driven through its API:
+ *   1. target `prepare`: new VHDs in its pool (a differencing child over the same base image
+ *      when it has it, so only the top layer travels), its vdisk, and QEMU waiting for the
+ *      migration (-incoming defer -S) with an NBD server exporting the new disks;
+ *   2. source: blockdev-mirror of every disk into the target's exports until in sync;
+ *   3. source: migrate memory; at the end the source is paused with disks in sync;
+ *   4. target `finish`: stop exporting, `cont`; the guest runs on the target;
+ *   5. ownership moves in etcd, then the source's QEMU, vdisk and disk files go.
+ * Any failure before 4 cancels everything and leaves the VM running on the source: there is
+ * exactly one running copy at every instant.
+ */
+import { FdError } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import { sleep } from '../core/process.js';
+import type { QmpClient } from '../qemu/qmp.js';
+import { qemuIds } from '../qemu/argv.js';
+import type { TaskHandle } from './tasks.js';
+
+export interface MigrationTunables {
+  /** Bytes per second for memory; 0 = unlimited. */
+  bandwidthBytesPerS: number;
+  downtimeLimitMs: number;
+  autoConverge: boolean;
+  xbzrle: boolean;
+  multifd: boolean;
+  postcopy: boolean;
+}
+
+export const DEFAULT_TUNABLES: MigrationTunables = {
+  bandwidthBytesPerS: 0,
+  downtimeLimitMs: 300,
+  autoConverge: true,
+  xbzrle: false,
+  multifd: false,
+  postcopy: false,
+};
+
+export interface PreparedTarget {
+  /** Where the target's QEMU serves the new disks over NBD. */
+  nbd: { host: string; port: number };
+  /** Per disk id: export name and whether only the top layer needs copying. */
+  disks: { id: string; exportName: string; sync: 'top' | 'full' }[];
+  migrateUri: string;
+}
+
+export interface MigrationResult {
+  from: string;
+  to: string;
+  totalTimeMs: number;
+  /** QEMU's own measure of the pause. */
+  downtimeMs: number;
+  ramBytes: number;
+  diskBytes: number;
+  setupTimeMs: number;
+}
+
+interface QueryMigrate {
+  status?: string;
+  'total-time'?: number;
+  downtime?: number;
+  'expected-downtime'?: number;
+  'setup-time'?: number;
+  'error-desc'?: string;
+  ram?: {
+    transferred: number;
+    remaining: number;
+    total: number;
+    'dirty-pages-rate': number;
+    'page-size': number;
+    mbps: number;
+  };
+}
+
+interface BlockJob {
+  device: string;
+  offset: number;
+  len: number;
+  ready: boolean;
+  status: string;
+}
+
+export const mirrorNode = (diskId: string): string => `mig-${diskId}`;
+
+/** Source side of the memory + disk transfer; resolves when the source is paused and in sync. */
+export async function migrateFromSource(o: {
+  qmp: QmpClient;
+  target: PreparedTarget;
+  tunables: MigrationTunables;
+  task: TaskHandle;
+  log: Logger;
+}): Promise<Omit<MigrationResult, 'from' | 'to' | 'totalTimeMs'>> {
+  const { qmp, target, task } = o;
+  const started: string[] = [];
+  let migrating = false;
+  try {
+    // 1. Disks: mirror each into the target's export until in sync.
+    for (const d of target.disks) {
+      await qmp.execute('blockdev-add', {
+        driver: 'nbd',
+        'node-name': mirrorNode(d.id),
+        server: { type: 'inet', host: target.nbd.host, port: String(target.nbd.port) },
+        export: d.exportName,
+      });
+      await qmp.execute('blockdev-mirror', {
+        'job-id': mirrorNode(d.id),
+        device: qemuIds.diskNode(d.id),
+        target: mirrorNode(d.id),
+        sync: d.sync,
+        // Guest writes go to both sides synchronously once the bulk copy is done, so the
+        // mirror cannot fall behind a guest that writes fast.
+        'copy-mode': 'write-blocking',
+        'auto-finalize': true,
+      });
+      started.push(d.id);
+    }
+    let diskBytes = 0;
+    if (started.length) task.log(`mirroring ${started.length} disk(s) to the target`);
+    for (;;) {
+      if (task.signal.aborted) throw new FdError('FD_TASK_CANCELLED', 'migration cancelled');
+      const jobs = await qmp.execute<BlockJob[]>('query-block-jobs');
+      const mine = jobs.filter((j) => started.some((id) => j.device === mirrorNode(id)));
+      if (mine.length < started.length)
+        throw new FdError('FD_MIGRATION_FAILED', 'a disk mirror job ended early (the target went away?)');
+      const done = mine.reduce((a, j) => a + j.offset, 0);
+      const total = mine.reduce((a, j) => a + j.len, 0);
+      diskBytes = done;
+      task.progress({ done, total: Math.max(total, 1), unit: 'bytes', ratePerS: 0, etaS: null, message: 'disks' });
+      if (mine.every((j) => j.ready)) break;
+      await sleep(100);
+    }
+
+    // 2. Memory.
+    const caps = [
+      { capability: 'auto-converge', state: o.tunables.autoConverge },
+      { capability: 'xbzrle', state: o.tunables.xbzrle },
+      { capability: 'multifd', state: o.tunables.multifd },
+      { capability: 'postcopy-ram', state: o.tunables.postcopy },
+      { capability: 'events', state: true },
+    ];
+    await qmp.execute('migrate-set-capabilities', { capabilities: caps });
+    await qmp.execute('migrate-set-parameters', {
+      'downtime-limit': o.tunables.downtimeLimitMs,
+      // QEMU's default cap is 128 MiB/s; "unlimited" is a very large number.
+      'max-bandwidth': o.tunables.bandwidthBytesPerS > 0 ? o.tunables.bandwidthBytesPerS : 100 * 1024 ** 3,
+    });
+    task.log('moving memory');
+    await qmp.execute('migrate', { uri: o.target.migrateUri });
+    migrating = true;
+    let startedPostcopy = false;
+    for (;;) {
+      if (task.signal.aborted) throw new FdError('FD_TASK_CANCELLED', 'migration cancelled');
+      const q = await qmp.execute<QueryMigrate>('query-migrate');
+      if (q.ram) {
+        task.progress({
+          done: q.ram.transferred,
+          total: Math.max(q.ram.transferred + q.ram.remaining, 1),
+          unit: 'bytes',
+          ratePerS: (q.ram.mbps * 1e6) / 8,
+          etaS: q.ram.mbps > 0 ? (q.ram.remaining * 8) / (q.ram.mbps * 1e6) : null,
+          message: `memory, dirty ${q.ram['dirty-pages-rate'] * (q.ram['page-size'] || 4096)} B/s, expected downtime ${q['expected-downtime'] ?? '?'} ms`,
+        });
+      }
+      if (q.status === 'completed') {
+        migrating = false;
+        return {
+          downtimeMs: q.downtime ?? 0,
+          ramBytes: q.ram?.transferred ?? 0,
+          diskBytes,
+          setupTimeMs: q['setup-time'] ?? 0,
+        };
+      }
+      if (q.status === 'failed' || q.status === 'cancelled') {
+        migrating = false;
+        throw new FdError(
+          'FD_MIGRATION_FAILED',
+          `QEMU migration ${q.status}: ${q['error-desc'] ?? 'no reason given'}`,
+          {
+            hint: 'the VM keeps running on its host; check the link between the hosts and try again',
+          },
+        );
+      }
+      if (
+        o.tunables.postcopy &&
+        !startedPostcopy &&
+        q.status === 'active' &&
+        (q.ram?.remaining ?? 0) > 0 &&
+        q.ram &&
+        q.ram.transferred > q.ram.total
+      ) {
+        await qmp.execute('migrate-start-postcopy');
+        startedPostcopy = true;
+      }
+      await sleep(50);
+    }
+  } catch (err) {
+    await rollbackSource(qmp, started, migrating, o.log);
+    throw err;
+  } finally {
+    // The source is paused now (or rolled back); its mirror jobs must not outlive the move.
+  }
+}
+
+/** After success: stop the (now idle) mirrors on the paused source without pivoting. */
+export async function releaseSourceMirrors(qmp: QmpClient, diskIds: string[]): Promise<void> {
+  for (const id of diskIds) {
+    await qmp.execute('block-job-cancel', { device: mirrorNode(id), force: true }).catch(() => undefined);
+  }
+  for (let i = 0; i < 100; i++) {
+    const jobs = await qmp.execute<BlockJob[]>('query-block-jobs').catch(() => [] as BlockJob[]);
+    if (!jobs.some((j) => diskIds.some((id) => j.device === mirrorNode(id)))) break;
+    await sleep(20);
+  }
+  for (const id of diskIds) await qmp.execute('blockdev-del', { 'node-name': mirrorNode(id) }).catch(() => undefined);
+}
+
+async function rollbackSource(qmp: QmpClient, diskIds: string[], migrating: boolean, log: Logger): Promise<void> {
+  if (migrating)
+    await qmp
+      .execute('migrate_cancel')
+      .catch((err: unknown) => log.warn('migrate_cancel failed', { err: String(err) }));
+  // Wait until QEMU has left the migration state before touching the jobs.
+  for (let i = 0; i < 100; i++) {
+    const q = await qmp.execute<QueryMigrate>('query-migrate').catch(() => ({}) as QueryMigrate);
+    if (!q.status || ['completed', 'failed', 'cancelled', 'none'].includes(q.status)) break;
+    await sleep(50);
+  }
+  await releaseSourceMirrors(qmp, diskIds);
+  const st = await qmp.execute<{ status: string }>('query-status').catch(() => undefined);
+  if (st && st.status !== 'running') {
+    await qmp
+      .execute('cont')
+      .catch((err: unknown) => log.error('could not resume the source after a failed migration', { err: String(err) }));
+  }
+}
