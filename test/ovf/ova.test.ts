@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { isFdError } from '../../src/core/errors.js';
 import { run } from '../../src/core/process.js';
-import { openRawSource } from '../../src/disk/vmdk/stream-writer.js';
+import { openRawSource, writeStreamOptimizedVmdk } from '../../src/disk/vmdk/stream-writer.js';
 import { streamVmdkToVhd } from '../../src/disk/vmdk/to-vhd.js';
 import type { OvfVirtualSystem } from '../../src/ovf/model.js';
 import { exportOva, writeOva } from '../../src/ovf/ova-writer.js';
@@ -364,5 +364,41 @@ test('a manifest after the disks (older VirtualBox order) still verifies every m
           ['FD_OVF_MANIFEST_MISMATCH: d.vmdk: SHA1'],
         );
     }
+  });
+});
+
+test('validate decodes streamOptimized disks: a corrupt grain and an understated capacity are problems', async () => {
+  await withTempDir(async (dir) => {
+    const raw = join(dir, 's.raw');
+    await rawWithData(raw, 8 * MiB, 3);
+    const vmdk = join(dir, 's.vmdk');
+    const src = await openRawSource(raw);
+    await writeStreamOptimizedVmdk(src, vmdk).finally(() => src.close());
+    const good = await readFile(vmdk);
+    const corrupt = Buffer.from(good);
+    corrupt.fill(0xff, 128 * 512 + 12, 128 * 512 + 60); // inside the first grain's deflate data
+    const bad = join(dir, 'bad.vmdk');
+    await writeFile(bad, corrupt);
+    const build = async (name: string, file: string, capacityBytes: number): Promise<string> => {
+      const m = model([capacityBytes]);
+      const descriptor = writeOvf({
+        ...m,
+        files: [{ id: 'f1', href: 'd.vmdk' }],
+        disks: [{ ...m.disks[0]!, fileRef: 'f1' }],
+      });
+      const ova = join(dir, name);
+      await writeOva(ova, { descriptorName: 'v.ovf', descriptor, files: [{ name: 'd.vmdk', path: file }] });
+      return ova;
+    };
+    assert.deepEqual((await validatePackage(await build('ok.ova', vmdk, 8 * MiB))).problems, []);
+    const corruptReport = await validatePackage(await build('corrupt.ova', bad, 8 * MiB));
+    assert.deepEqual(
+      corruptReport.problems.map((p) => p.slice(0, p.indexOf(':'))),
+      ['FD_VMDK_BAD_GRAIN'],
+    );
+    const small = await validatePackage(await build('small.ova', vmdk, 4 * MiB));
+    assert.deepEqual(small.problems, [
+      'FD_OVF_CAPACITY_TOO_SMALL: Disk disk0: ovf:capacity 4194304 is smaller than the 8388608-byte disk in d.vmdk',
+    ]);
   });
 });
