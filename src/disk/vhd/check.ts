@@ -11,7 +11,7 @@ import { stat, type FileHandle } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { isFdError } from '../../core/errors.js';
 import { batBytes, bitmapBytes, parseBat, UNUSED } from './bat.js';
-import { locatorInFile } from './chain.js';
+import { isFile, locatorInFile, parentCandidates, readLocators } from './chain.js';
 import {
   HEADER_SIZE,
   headerChecksumOk,
@@ -305,8 +305,15 @@ async function checkDynamic(
     ) {
       add(err.code, err.message);
     } else if (!problems.length) {
-      // A parent that is itself broken: its own check (below) says how.
+      // A parent that is itself broken: check it too, so its own problems say how.
       add('FD_VHD_PARENT_BROKEN', `the parent chain does not open: ${err.message}`);
+      const locs = await readLocators(fh, header, fileSize);
+      for (const cand of parentCandidates(path, header, locs)) {
+        if (await isFile(cand)) {
+          parent = cand;
+          break;
+        }
+      }
     }
   }
   return { problems, parent };

@@ -363,3 +363,23 @@ test('a parent modified after the child was made: check reports FD_VHD_PARENT_TI
     await c.close();
   });
 });
+
+test('check of a child whose parent is damaged reports the parent and what is wrong in it', async () => {
+  await withTempDir(async (dir) => {
+    const base = join(dir, 'base.vhd');
+    await createVhd(base, { sizeBytes: MiB });
+    const child = join(dir, 'child.vhd');
+    await createDifferencingVhd(child, base);
+    const fh = await open(base, 'r+');
+    await fh.write(Buffer.from([0x99]), 0, 1, 512 + 100); // dynamic header checksum now wrong
+    await fh.close();
+    const r = await checkVhd(child);
+    assert.deepEqual(
+      r.problems.map((p) => [p.code, p.path]),
+      [
+        ['FD_VHD_PARENT_BROKEN', child],
+        ['FD_VHD_BAD_CHECKSUM', base],
+      ],
+    );
+  });
+});
