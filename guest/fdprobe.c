@@ -22,6 +22,9 @@
  *   hotplug    every second: onlines hot-plugged CPUs, starts DHCP on new NICs, and prints
  *              FD-CPUS <online> # and FD-MEM <MemTotal KiB> # at start and on every change
  *              (vCPU hot-plug, memory hot-plug, the balloon)
+ *   dirtier    off unless fd.dirty_mb=N (N > 0): writes every 4 KiB page of an N MiB buffer in a
+ *              loop, as fast as it can or at fd.dirty_mbps=R MiB/s, so a live migration has
+ *              memory that keeps changing; FD-DIRTY <mib> <pages_written_total> # every second
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -53,6 +56,7 @@
 #define DEFAULT_COUNTER_OFFSET (56ULL * 1024 * 1024)
 
 static long opt_hb_ms = 10, opt_uptime_ms = 1000, opt_counter_ms = 50, opt_echo_port = 7;
+static long opt_dirty_mb = 0, opt_dirty_mbps = 0;
 static unsigned long long opt_counter_offset = DEFAULT_COUNTER_OFFSET;
 static char opt_counter_dev[64] = "/dev/vda";
 static int ready_fd = -1;
@@ -88,11 +92,15 @@ static void read_cmdline(void) {
     else if (!strncmp(tok, "fd.counter_ms=", 14)) opt_counter_ms = atol(tok + 14);
     else if (!strncmp(tok, "fd.echo_port=", 13)) opt_echo_port = atol(tok + 13);
     else if (!strncmp(tok, "fd.counter_offset=", 18)) opt_counter_offset = strtoull(tok + 18, NULL, 0);
+    else if (!strncmp(tok, "fd.dirty_mb=", 12)) opt_dirty_mb = atol(tok + 12);
+    else if (!strncmp(tok, "fd.dirty_mbps=", 14)) opt_dirty_mbps = atol(tok + 14);
     else if (!strncmp(tok, "fd.counter_dev=", 15)) snprintf(opt_counter_dev, sizeof opt_counter_dev, "%s", tok + 15);
   }
   if (opt_hb_ms < 1) opt_hb_ms = 1;
   if (opt_uptime_ms < 10) opt_uptime_ms = 10;
   if (opt_counter_ms < 0) opt_counter_ms = 0;
+  if (opt_dirty_mb < 0) opt_dirty_mb = 0;
+  if (opt_dirty_mbps < 0) opt_dirty_mbps = 0;
 }
 
 static void signal_ready(void) {
@@ -391,6 +399,48 @@ static void hotplug(void) {
   }
 }
 
+/* The migration benchmark's "busy guest": one write per page is enough to make QEMU resend the
+ * page, and the value changes on every pass so no page is ever all zeros (QEMU sends zero pages
+ * as a flag, which would make the load cheap). Paced in 10 ms slices when fd.dirty_mbps is set.
+ * Runs at the lowest priority so the heartbeat still ticks on a single vCPU. */
+static void dirtier(void) {
+  const size_t page = 4096, bytes = (size_t)opt_dirty_mb << 20, pages = bytes / page;
+  unsigned char *buf = malloc(bytes);
+  if (!buf) {
+    say("FD-DIRTY-ERROR cannot allocate %ld MiB", opt_dirty_mb);
+    signal_ready();
+    pause();
+    return;
+  }
+  nice(19);
+  signal_ready();
+  /* Pages per 10 ms slice when paced; 0 = unpaced. */
+  const size_t slice = opt_dirty_mbps ? ((size_t)opt_dirty_mbps << 20) / page / 100 + 1 : 0;
+  unsigned long long written = 0;
+  unsigned char pass = 1;
+  struct timespec next, now, report;
+  clock_gettime(CLOCK_MONOTONIC, &next);
+  report = next;
+  for (size_t i = 0;; ) {
+    size_t n = slice ? slice : 256;
+    for (size_t k = 0; k < n; k++) {
+      buf[i * page + (i & 63) * 8] = pass;
+      if (++i == pages) {
+        i = 0;
+        if (++pass == 0) pass = 1;
+      }
+    }
+    written += n;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec > report.tv_sec || (now.tv_sec == report.tv_sec && now.tv_nsec >= report.tv_nsec)) {
+      say("FD-DIRTY %ld %llu", opt_dirty_mb, written);
+      report = now;
+      ts_add_ms(&report, 1000);
+    }
+    if (slice) tick_wait(&next, 10);
+  }
+}
+
 int main(void) {
   read_cmdline();
   int console = open("/dev/console", O_WRONLY | O_NOCTTY | O_CLOEXEC);
@@ -399,8 +449,9 @@ int main(void) {
     dup2(console, STDERR_FILENO);
     close(console);
   }
-  void (*probes[])(void) = {heartbeat, uptime, counter, echo, powerbtn, hotplug};
-  int nprobes = (int)(sizeof probes / sizeof probes[0]);
+  void (*probes[])(void) = {heartbeat, uptime, counter, echo, powerbtn, hotplug, dirtier};
+  /* The dirtier is last: when it is off it is not even forked (the default guest is unchanged). */
+  int nprobes = (int)(sizeof probes / sizeof probes[0]) - (opt_dirty_mb > 0 ? 0 : 1);
   int pipefd[2];
   if (pipe(pipefd) < 0) return 1;
   for (int i = 0; i < nprobes; i++) {
