@@ -299,6 +299,9 @@ describe('lab down after a crashed lab up', () => {
     await assert.rejects(Lab.up({ hosts: 2, prefix: 'zz', subnet: '10.77.0.0/16' }), (err) =>
       isFdError(err, 'FD_LAB_BAD_SUBNET'),
     );
+    await assert.rejects(Lab.up({ hosts: 2, prefix: 'zz', subnet: '127.0.0.0/24' }), (err) =>
+      isFdError(err, 'FD_LAB_SUBNET_IN_USE'),
+    );
     assert.deepEqual(await traces('zz'), []);
   });
 });

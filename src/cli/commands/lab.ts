@@ -112,8 +112,11 @@ const down = defineCommand<DownReport>({
   options: { ...prefixOption },
   run: (ctx, input) => Lab.destroy(prefixOf(ctx, input), (m) => ctx.say(m)),
   render: (r) =>
-    `lab "${r.prefix}" removed: ${r.killed} processes, ${r.namespaces.length} namespaces, ${r.links.length} links` +
-    (r.dataDir ? `, ${r.dataDir}` : ''),
+    r.killed + r.namespaces.length + r.links.length === 0 && !r.dataDir
+      ? `no lab "${r.prefix}" on this machine; nothing to remove`
+      : `lab "${r.prefix}" removed: ${r.killed} processes, ${r.namespaces.length} namespaces, ` +
+        `${r.links.length} links` +
+        (r.dataDir ? `, ${r.dataDir}` : ''),
 });
 
 const status = defineCommand<LabStatus>({

@@ -229,6 +229,8 @@ async function withSubnetLock<T>(fn: () => Promise<T>): Promise<T> {
     return await fn();
   } finally {
     await rmdir(lock).catch(() => undefined);
+    // Refused before anything was made: leave no empty LAB_ROOT behind (ENOTEMPTY otherwise).
+    await rmdir(LAB_ROOT).catch(() => undefined);
   }
 }
 
