@@ -3,7 +3,6 @@
  * ("SHA256 (file) = hex" from openssl, "SHA1(file)= hex" from ovftool), so parsing accepts any;
  * writing uses ovftool's form, which every importer reads.
  */
-import { createHash, type Hash } from 'node:crypto';
 import { FdError } from '../core/errors.js';
 
 export type DigestAlgorithm = 'sha1' | 'sha256' | 'sha512';
@@ -46,20 +45,6 @@ export function parseManifest(text: string, source = 'manifest'): ManifestEntry[
 
 export function formatManifest(entries: ManifestEntry[]): string {
   return entries.map((e) => `${e.algorithm.toUpperCase()}(${e.file})= ${e.digest}\n`).join('');
-}
-
-/** Hashes data as it streams past, for the algorithm the manifest asks for. */
-export class DigestTap {
-  private readonly hash: Hash;
-  constructor(readonly algorithm: DigestAlgorithm) {
-    this.hash = createHash(algorithm);
-  }
-  update(chunk: Buffer): void {
-    this.hash.update(chunk);
-  }
-  hex(): string {
-    return this.hash.digest('hex');
-  }
 }
 
 export function mismatch(file: string, entry: ManifestEntry, actual: string): FdError {
