@@ -62,6 +62,17 @@ const ALL_ALGORITHMS: DigestAlgorithm[] = ['sha1', 'sha256', 'sha512'];
 /** Members at least this big are hashed on a worker thread. */
 const OFF_THREAD_BYTES = 1 << 20;
 
+/** Descriptor bytes as text: UTF-8 (with or without BOM) or UTF-16 with a BOM. */
+export function decodeDescriptor(raw: Buffer): string {
+  if (raw[0] === 0xff && raw[1] === 0xfe) return raw.subarray(2).toString('utf16le');
+  if (raw[0] === 0xfe && raw[1] === 0xff) {
+    const le = Buffer.from(raw.subarray(2));
+    le.swap16();
+    return le.toString('utf16le');
+  }
+  return raw.toString('utf8');
+}
+
 /** True when the file starts like a tar archive rather than XML. */
 async function looksLikeTar(path: string): Promise<boolean> {
   const fh = await open(path, 'r');
@@ -224,7 +235,7 @@ async function readOva(path: string, totalBytes: number, opts: ReadPackageOption
         const raw = Buffer.concat(chunks);
         tapsOf.set(name, taps);
         descriptorName = name;
-        descriptorText = raw.toString('utf8');
+        descriptorText = decodeDescriptor(raw);
         envelope = parseOvf(descriptorText, { ...opts, source: name });
         await checkDigest(problems, manifestMap, name, taps, member);
         if (opts.descriptorOnly) break;
@@ -409,7 +420,7 @@ async function readOvfDir(path: string, opts: ReadPackageOptions): Promise<Packa
   const st = await stat(path);
   if (st.size > MAX_DESCRIPTOR_BYTES) throw new FdError('FD_OVF_TOO_LARGE', `${source} is ${st.size} bytes`);
   const raw = await readFile(path);
-  const descriptorText = raw.toString('utf8');
+  const descriptorText = decodeDescriptor(raw);
   const envelope = parseOvf(descriptorText, { ...opts, source });
   const members: PackageMember[] = [{ name: source, sizeBytes: raw.length }];
   const report: PackageReport = {

@@ -59,3 +59,12 @@ test('a root that is not an OVF Envelope is FD_OVF_NOT_OVF', () => {
     refused('FD_OVF_NO_VIRTUAL_SYSTEM'),
   );
 });
+
+test('UTF-16 descriptors (with a BOM) decode to the same model as UTF-8', async () => {
+  const { decodeDescriptor } = await import('./package.js');
+  const xml = `<?xml version="1.0" encoding="UTF-16"?><Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"><VirtualSystem ovf:id="vm-é"><Info/><VirtualHardwareSection><Info/></VirtualHardwareSection></VirtualSystem></Envelope>`;
+  const le = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(xml, 'utf16le')]);
+  const be = Buffer.from(le);
+  be.swap16();
+  for (const buf of [le, be, Buffer.from(xml)]) assert.equal(parseOvf(decodeDescriptor(buf)).entity.id, 'vm-é');
+});
