@@ -5,6 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run } from '../../src/core/process.js';
 import { convertDisk } from '../../src/disk/convert.js';
@@ -81,4 +82,18 @@ test('ext2.vhd converted by us holds a clean ext2 filesystem (e2fsck)', async ()
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /ext2_test: 16\/1024 files/);
   });
+});
+
+test('fixture files are byte for byte as copied from their sources (tests and tools never modify them)', async () => {
+  // Root ignores the read-only mode of ../shared, so a stray `check --repair` could change them.
+  const files: Record<string, string> = {
+    'du.vhd': 'a36714581bc05f45c8f1830c7c6e1702779e1b820f78bce6a7354b82eb265c2b',
+    'ext2.vhd': '225f16a8d65ba442fbd9958606b60bb6001b33be024b90661baffd67f3210230',
+    'image.vhd': '6438e92bda74f4f2f190cc665ffa5179174a8d614a2e6a38d5eb3a794642a8a8',
+    'vhd_dynamic_small.vhd': '74efb4d3a13bcbf3e64eea5e54a797e25c01dc2519567355f3ecf7db329995f1',
+    'vhd_fixed_small.vhd': 'e0f982b300c0f28e2642f1badb1092c1eff88f69d21edcd012f28b0120bdf945',
+  };
+  for (const [name, hash] of Object.entries(files)) {
+    assert.equal(sha256(await readFile(fixture(name))), hash, name);
+  }
 });
