@@ -207,6 +207,17 @@ describe('a lab of 3 hosts', { timeout: 600_000 }, () => {
     );
   });
 
+  it('restartDaemon: a new daemon on h1, its etcd member untouched, the cluster sees it online', async () => {
+    const h1 = lab.host('h1');
+    const etcdBefore = (await lab.status()).hosts.find((h) => h.name === 'h1')!.etcdPid;
+    const r = await lab.restartDaemon('h1');
+    assert.ok(r.oldPid !== null && r.pid !== r.oldPid, `a new daemon process (${r.oldPid} -> ${r.pid})`);
+    const row = (await lab.status()).hosts.find((h) => h.name === 'h1')!;
+    assert.deepEqual([row.daemonPid, row.etcdPid], [r.pid, etcdBefore]);
+    await lab.waitHostStates('h2', { online: names }, LOST_TIMEOUT_MS);
+    assert.equal((await lab.api<{ host: string }>('h1', 'GET', '/api/v1/health')).body.host, h1.name);
+  });
+
   it(
     'partition: h3 keeps running cut off, h1 sees it lost; heal brings it back online',
     { todo: PARTITION_TODO },

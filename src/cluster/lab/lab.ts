@@ -627,6 +627,30 @@ export class Lab {
     return { host: name, restarted };
   }
 
+  /**
+   * Restarts only the daemon of host `name`, the way an upgrade or a crash of `flightdeck
+   * serve` does: its VMs, vdisk processes and etcd member keep running and the new daemon
+   * takes them over. SIGKILL (the default) is a crash; SIGTERM a clean stop.
+   */
+  async restartDaemon(
+    name: string,
+    opts: { signal?: 'SIGKILL' | 'SIGTERM'; readyTimeoutMs?: number } = {},
+  ): Promise<{ host: string; oldPid: number | null; pid: number }> {
+    requireRoot();
+    const h = this.host(name);
+    const old = await daemonPid(h);
+    if (old !== undefined) {
+      signal([old], opts.signal ?? 'SIGKILL');
+      if ((await waitExited([old], 20_000)).length) {
+        signal([old], 'SIGKILL');
+        await waitExited([old], 5_000);
+      }
+    }
+    const pid = await startHostDaemon(h, this.st.etcdEndpoints, this.st.accel);
+    await waitDaemonReady(h, pid, opts.readyTimeoutMs ?? 60_000);
+    return { host: name, oldPid: old ?? null, pid };
+  }
+
   private async recordFailure(name: string, mode: FailMode | null): Promise<void> {
     // Re-read: another process may have failed or healed another host meanwhile.
     const st = (await readState(this.prefix)) ?? this.st;
