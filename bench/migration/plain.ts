@@ -1,0 +1,165 @@
+/**
+ * The peer: plain QEMU live migration between two `qemu-system-x86_64` processes on loopback,
+ * driven by QMP `migrate` with QEMU's defaults (its 128 MiB/s bandwidth cap, 300 ms downtime
+ * limit, no auto-converge). Same kernel, initrd, command line, machine and memory as ours; the
+ * disk is shared storage (both processes open the same raw file), so unlike ours no disk data
+ * moves.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { sleep, waitFor } from '../../src/core/process.js';
+import { QmpClient } from '../../src/qemu/qmp.js';
+import { HeartbeatWatch, nowMs } from './heartbeats.js';
+import type { CaseResult, GuestImage } from './result.js';
+import { settle, observe } from './result.js';
+
+interface QueryMigrate {
+  status?: string;
+  'total-time'?: number;
+  downtime?: number;
+  'setup-time'?: number;
+  'error-desc'?: string;
+  ram?: { transferred: number; remaining: number; mbps: number; 'dirty-sync-count'?: number };
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address();
+      s.close(() => resolve(typeof addr === 'object' && addr ? addr.port : 0));
+    });
+  });
+}
+
+function qemu(dir: string, name: string, img: GuestImage, disk: string, memoryMiB: number, extra: string[]) {
+  const args = [
+    '-name',
+    name,
+    '-nodefaults',
+    '-no-user-config',
+    '-machine',
+    'q35,usb=off',
+    '-accel',
+    'tcg,thread=multi',
+    '-smp',
+    '1',
+    '-m',
+    `${memoryMiB}M`,
+    '-display',
+    'none',
+    '-qmp',
+    `unix:${join(dir, `${name}.qmp`)},server=on,wait=off`,
+    '-chardev',
+    `socket,id=serial0,path=${join(dir, `${name}.serial`)},server=on,wait=off`,
+    '-device',
+    'isa-serial,chardev=serial0',
+    '-kernel',
+    img.kernel,
+    '-initrd',
+    img.initrd,
+    '-append',
+    img.cmdline,
+    '-drive',
+    `file=${disk},format=raw,if=virtio,cache=none`,
+    '-netdev',
+    'user,id=n0',
+    '-device',
+    'virtio-net-pci,netdev=n0,romfile=',
+    ...extra,
+  ];
+  const child: ChildProcess = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+  return { child, stderr: () => stderr, qmp: join(dir, `${name}.qmp`), serial: join(dir, `${name}.serial`) };
+}
+
+/** One plain-QEMU migration of a freshly booted guest; `disk` is the shared raw file. */
+export async function plainCase(
+  dir: string,
+  label: string,
+  img: GuestImage,
+  disk: string,
+  memoryMiB: number,
+  capMs: number,
+): Promise<CaseResult> {
+  const port = await freePort();
+  const src = qemu(dir, `${label}-src`, img, disk, memoryMiB, []);
+  const watch = new HeartbeatWatch();
+  let dst: ReturnType<typeof qemu> | undefined;
+  const qmps: QmpClient[] = [];
+  try {
+    await watch.attach(src.serial);
+    const sq = await QmpClient.connect(src.qmp, { timeoutMs: 30_000 });
+    qmps.push(sq);
+    await settle(watch, img.cmdline.includes('fd.dirty_mb='));
+    dst = qemu(dir, `${label}-dst`, img, disk, memoryMiB, ['-incoming', `tcp:127.0.0.1:${port}`]);
+    const target0 = dst;
+    await waitFor(
+      'target QMP socket',
+      () => {
+        if (target0.child.exitCode !== null) throw new Error(`target QEMU exited: ${target0.stderr()}`);
+        return existsSync(target0.qmp) ? true : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 10 },
+    );
+    const dq = await QmpClient.connect(dst.qmp, { timeoutMs: 30_000 });
+    qmps.push(dq);
+    const target = dst;
+    const attached = watch.attach(target.serial);
+    await attached;
+    const dirtyRate = watch.dirtyRateMiBps();
+    const baseline = watch.maxGap(nowMs() - 3000, nowMs()).gapMs;
+    const t0 = nowMs();
+    await sq.execute('migrate', { uri: `tcp:127.0.0.1:${port}` });
+    let q: QueryMigrate = {};
+    let converged = false;
+    for (;;) {
+      q = await sq.execute<QueryMigrate>('query-migrate');
+      if (q.status === 'completed') {
+        converged = true;
+        break;
+      }
+      if (q.status === 'failed') throw new Error(`plain migration failed: ${q['error-desc'] ?? ''}`);
+      if (nowMs() - t0 > capMs) {
+        await sq.execute('migrate_cancel');
+        await waitFor(
+          'plain migration cancelled',
+          async () => ((await sq.execute<QueryMigrate>('query-migrate')).status === 'cancelled' ? true : undefined),
+          { timeoutMs: 30_000, intervalMs: 100 },
+        );
+        break;
+      }
+      await sleep(20);
+    }
+    const wallMs = nowMs() - t0;
+    if (converged) {
+      const st = await dq.execute<{ status: string }>('query-status');
+      if (st.status !== 'running') throw new Error(`plain target is ${st.status} after migration`);
+    }
+    return await observe(watch, {
+      label,
+      converged,
+      t0,
+      wallMs,
+      qemuTotalMs: q['total-time'] ?? null,
+      qemuDowntimeMs: q.downtime ?? null,
+      ramBytes: q.ram?.transferred ?? null,
+      dirtyRateMiBps: dirtyRate,
+      baselineGapMs: baseline,
+    });
+  } finally {
+    watch.close();
+    for (const c of qmps) await c.close().catch(() => undefined);
+    for (const p of [src, dst]) {
+      if (p && p.child.exitCode === null) {
+        const exited = new Promise((r) => p.child.once('exit', r));
+        p.child.kill('SIGKILL');
+        await exited;
+      }
+    }
+  }
+}
