@@ -59,6 +59,7 @@ export interface PackageReport {
 const MAX_DESCRIPTOR_BYTES = 32 << 20;
 const MAX_SMALL_MEMBER_BYTES = 16 << 20;
 const ALL_ALGORITHMS: DigestAlgorithm[] = ['sha1', 'sha256', 'sha512'];
+const READ_CHUNK_BYTES = 4 << 20;
 /** Members at least this big are hashed on a worker thread. */
 const OFF_THREAD_BYTES = 1 << 20;
 
@@ -190,7 +191,8 @@ async function readOva(path: string, totalBytes: number, opts: ReadPackageOption
   let certText: { name: string; text: string } | undefined;
   const seen = new Set<string>();
 
-  const it = readTar(createReadStream(path, { highWaterMark: 1 << 20 }), { source, totalBytes });
+  // Large reads: fewer thread-pool round trips per GiB (each one is a wakeup on a busy host).
+  const it = readTar(createReadStream(path, { highWaterMark: READ_CHUNK_BYTES }), { source, totalBytes });
   let pending: TarEntry | undefined;
   const nextEntry = async (): Promise<TarEntry | undefined> => {
     if (pending) {
@@ -469,7 +471,7 @@ async function readOvfDir(path: string, opts: ReadPackageOptions): Promise<Packa
         present.add(n);
         const taps = hashFile(n);
         pieces.push({ member, taps });
-        yield* tapped(createReadStream(join(dir, n), { highWaterMark: 1 << 20 }), taps, stored);
+        yield* tapped(createReadStream(join(dir, n), { highWaterMark: READ_CHUNK_BYTES }), taps, stored);
       }
     })();
     await deliver(opts, file, file.compression === 'gzip' ? gunzip(rawBody, file.href) : rawBody);
