@@ -191,7 +191,7 @@ describe('a lab of 3 hosts', { timeout: 600_000 }, () => {
 
     const healed = await cli(['lab', 'heal', 'h2', '--prefix', prefix, '--json']);
     assert.equal(healed.code, 0, healed.stderr);
-    assert.deepEqual((JSON.parse(healed.stdout) as { restarted: string[] }).restarted, ['etcd', 'daemon']);
+    assert.deepEqual((JSON.parse(healed.stdout) as { restarted: string[] }[])[0]!.restarted, ['etcd', 'daemon']);
     await lab.waitHostStates('h1', { online: names }, LOST_TIMEOUT_MS);
     assert.deepEqual(
       (await lab.hostList('h2')).map((h) => h.state),

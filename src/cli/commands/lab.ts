@@ -25,6 +25,11 @@ const prefixOption = {
   },
 } as const;
 
+function argList(input: ParsedInput, name: string): string[] {
+  const v = input.args[name];
+  return Array.isArray(v) ? v : typeof v === 'string' ? [v] : [];
+}
+
 function prefixOf(ctx: CliContext, input: ParsedInput): string {
   return optString(input, 'prefix') ?? ctx.env['FLIGHTDECK_LAB_PREFIX'] ?? DEFAULT_PREFIX;
 }
@@ -156,11 +161,11 @@ const exec = defineCommand<{ code: number }>({
   },
 });
 
-const fail = defineCommand<{ host: string; mode: FailMode; processes: number }>({
+const fail = defineCommand<{ host: string; mode: FailMode; processes: number }[]>({
   noun: 'lab',
   verb: 'fail',
-  summary: 'inject a fault into a lab host: kill its processes, partition it, or freeze it',
-  args: [{ name: 'host', description: 'lab host, e.g. h3', required: true }],
+  summary: 'inject a fault into lab hosts: kill their processes, partition them, or freeze them',
+  args: [{ name: 'hosts', description: 'lab hosts, e.g. h3', required: true, variadic: true }],
   options: {
     mode: { type: 'string', description: `${FAIL_MODES.join(' | ')} (default kill)`, value: 'MODE' },
     ...prefixOption,
@@ -173,22 +178,38 @@ const fail = defineCommand<{ host: string; mode: FailMode; processes: number }>(
       });
     }
     const lab = await Lab.load(prefixOf(ctx, input));
-    return lab.fail(argString(input, 'host'), mode as FailMode);
+    const names = argList(input, 'hosts');
+    for (const n of names) lab.host(n); // every name checked before any host is touched
+    return Promise.all(names.map((n) => lab.fail(n, mode as FailMode)));
   },
-  render: (r) => `${r.host}: ${r.mode} (${r.processes} processes); undo with "flightdeck lab heal ${r.host}"`,
+  render: (rs) =>
+    rs
+      .map((r) => `${r.host}: ${r.mode} (${r.processes} processes); undo with "flightdeck lab heal ${r.host}"`)
+      .join('\n'),
 });
 
-const heal = defineCommand<{ host: string; restarted: string[] }>({
+const heal = defineCommand<{ host: string; restarted: string[] }[]>({
   noun: 'lab',
   verb: 'heal',
-  summary: 'undo a fault: reconnect, resume, and restart what was killed on a lab host',
-  args: [{ name: 'host', description: 'lab host, e.g. h3', required: true }],
+  summary: 'undo faults: reconnect, resume, and restart what was killed on lab hosts',
+  args: [
+    {
+      name: 'hosts',
+      description: 'lab hosts, e.g. h3 (several at once when quorum needs them)',
+      required: true,
+      variadic: true,
+    },
+  ],
   options: { ...prefixOption },
   async run(ctx, input) {
     const lab = await Lab.load(prefixOf(ctx, input));
-    return lab.heal(argString(input, 'host'));
+    const names = argList(input, 'hosts');
+    for (const n of names) lab.host(n);
+    // In parallel: two killed etcd members of three only become healthy together.
+    return Promise.all(names.map((n) => lab.heal(n)));
   },
-  render: (r) => `${r.host} healed${r.restarted.length ? ` (restarted ${r.restarted.join(', ')})` : ''}`,
+  render: (rs) =>
+    rs.map((r) => `${r.host} healed${r.restarted.length ? ` (restarted ${r.restarted.join(', ')})` : ''}`).join('\n'),
 });
 
 const list = defineCommand<{ prefix: string; hosts: number | null; subnet: string | null }[]>({

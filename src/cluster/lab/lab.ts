@@ -246,6 +246,8 @@ async function unmountUnder(dir: string): Promise<void> {
 }
 
 export class Lab {
+  private stateWrites: Promise<void> = Promise.resolve();
+
   private constructor(private st: LabState) {}
 
   get prefix(): string {
@@ -651,13 +653,18 @@ export class Lab {
     return { host: name, oldPid: old ?? null, pid };
   }
 
-  private async recordFailure(name: string, mode: FailMode | null): Promise<void> {
-    // Re-read: another process may have failed or healed another host meanwhile.
-    const st = (await readState(this.prefix)) ?? this.st;
-    if (mode) st.failures[name] = mode;
-    else delete st.failures[name];
-    await writeState(st);
-    this.st = st;
+  private recordFailure(name: string, mode: FailMode | null): Promise<void> {
+    // Serialized within this process (hosts healed in parallel), and re-read each time:
+    // another process may have failed or healed another host meanwhile.
+    const next = this.stateWrites.then(async () => {
+      const st = (await readState(this.prefix)) ?? this.st;
+      if (mode) st.failures[name] = mode;
+      else delete st.failures[name];
+      await writeState(st);
+      this.st = st;
+    });
+    this.stateWrites = next.catch(() => undefined);
+    return next;
   }
 
   async status(): Promise<LabStatus> {
