@@ -86,3 +86,21 @@ test('an NVMe controller maps; a required tape drive is a problem; an optional F
   assert.match(env.problems[0]!.message, /item 4 \(tape\): required resource type 18/);
   assert.ok(env.warnings.some((w) => /item 5 \(firewire\): optional resource type 25 .* skipped/.test(w)));
 });
+
+test('memory without AllocationUnits: small numbers are MiB (with a warning), big ones bytes', () => {
+  const env = (q: string): string =>
+    `<Envelope xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData">` +
+    `<VirtualSystem ovf:id="m"><Info/><VirtualHardwareSection><Info/><Item><rasd:ElementName>mem</rasd:ElementName>` +
+    `<rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>4</rasd:ResourceType><rasd:VirtualQuantity>${q}</rasd:VirtualQuantity>` +
+    `</Item></VirtualHardwareSection></VirtualSystem></Envelope>`;
+  const small = parseOvf(env('512'));
+  assert.equal(virtualSystems(small.entity)[0]!.memoryBytes, 512 * 2 ** 20);
+  assert.ok(small.warnings.some((w) => /no AllocationUnits; 512 read as MiB/.test(w)));
+  const big = parseOvf(env(String(2 ** 31)));
+  assert.equal(virtualSystems(big.entity)[0]!.memoryBytes, 2 ** 31);
+  const junk = parseOvf(env('lots'));
+  assert.deepEqual(
+    junk.problems.map((p) => p.code),
+    ['FD_OVF_BAD_MEMORY'],
+  );
+});
