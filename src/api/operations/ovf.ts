@@ -9,11 +9,6 @@ import { planExport, runExport } from '../../cluster/appliance/export.js';
 import { planImport, runImport, type ApplianceHost } from '../../cluster/appliance/import.js';
 import { defineTaskOperation, type OpContext, type Route } from '../operation.js';
 
-const Flag = z
-  .union([z.boolean(), z.enum(['true', 'false'])])
-  .default(false)
-  .transform((v) => v === true || v === 'true');
-
 const applianceHost = ({ svc }: OpContext): ApplianceHost => ({
   store: svc.store,
   hostName: svc.hostName,
@@ -40,11 +35,13 @@ export const ovfOperations = [
     input: z.strictObject({
       file: z.string().min(1).max(4096).describe("absolute path of the .ova or .ovf on the daemon's host"),
       name: Name.optional().describe('VM name (prefix of the VM names and the group name for a collection)'),
-      acceptEula: Flag.describe("accept the appliance's license agreement(s)"),
+      // A plain boolean makes a bare --accept-eula flag on the CLI.
+      acceptEula: z.boolean().default(false).describe("accept the appliance's license agreement(s)"),
+      // An array (not string-or-array): the CLI makes a repeatable --prop only from an array.
       prop: z
-        .union([z.string().max(8192), z.array(z.string().max(8192)).max(1000)])
+        .array(z.string().max(8192))
+        .max(1000)
         .default([])
-        .transform((v) => (typeof v === 'string' ? [v] : v))
         .describe('KEY=VALUE for a ProductSection property (repeat for more)'),
       deployment: z.string().min(1).max(256).optional().describe('deployment option (DeploymentOptionSection)'),
     }),
