@@ -7,7 +7,7 @@
  * fresh runner to reattach to 5 running VMs, against the floor of a bare QMP handshake plus
  * query-status on the same 5 sockets.
  *
- *   npm run build && node dist/bench/vm-start/start.js     (BENCH_ROUNDS=3, BENCH_OUT=path)
+ *   npm run build && node dist/bench/vm-start/start.js     (BENCH_ROUNDS=4, BENCH_OUT=path)
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -20,10 +20,13 @@ import { run, sleep } from '../../src/core/process.js';
 import { createDifferencingVhd } from '../../src/disk/vhd/create.js';
 import { buildTinyImage, tinyImagePaths, TINY_CMDLINE } from '../../src/host/images/tiny.js';
 import { VmRunner } from '../../src/host/runner.js';
+import { buildQemuArgv } from '../../src/qemu/argv.js';
 import { writeBootImage } from '../../src/qemu/boot-sector.js';
+import { vmRunPaths } from '../../src/qemu/run-paths.js';
+import { parseVmSpec } from '../../src/qemu/spec.js';
 import { QmpClient } from '../../src/qemu/qmp.js';
 
-const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
+const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 4);
 const MEMORY_MIB = 160;
 const HB = /FD-HB \d+ \d+ #/;
 
@@ -48,23 +51,51 @@ async function main(): Promise<void> {
   const raw = join(root, 'base.raw');
   await run('qemu-img', ['convert', '-f', 'vpc', '-O', 'raw', img.disk, raw]);
   const runner = new VmRunner({ runDir, dataDir, accel: 'tcg' });
-  const samples = { oursVhd: [] as number[], oursRaw: [] as number[], plain: [] as number[] };
+  const samples = { oursVhd: [] as number[], oursRaw: [] as number[], ourArgv: [] as number[], plain: [] as number[] };
   try {
+    const contenders: Array<[keyof typeof samples, (round: number) => Promise<number>]> = [
+      [
+        'oursVhd',
+        async (round) => {
+          const child = join(root, `child-${round}.vhd`);
+          await createDifferencingVhd(child, img.disk);
+          return timeOurs(runner, `vhd${round}`, { kind: 'vhd', path: child }, img);
+        },
+      ],
+      [
+        'oursRaw',
+        async (round) => {
+          const copy = join(root, `ours-${round}.raw`);
+          await run('cp', ['--sparse=always', raw, copy]);
+          return timeOurs(runner, `raw${round}`, { kind: 'raw', path: copy }, img);
+        },
+      ],
+      [
+        // our argv (sandbox, runas, socket serial...) spawned directly: separates argv from runner cost
+        'ourArgv',
+        async (round) => {
+          const copy = join(root, `argv-${round}.raw`);
+          await run('cp', ['--sparse=always', raw, copy]);
+          return timeOurArgv(root, round, copy, img);
+        },
+      ],
+      [
+        'plain',
+        async (round) => {
+          const copy = join(root, `plain-${round}.raw`);
+          await run('cp', ['--sparse=always', raw, copy]);
+          return timePlain(root, round, copy, img);
+        },
+      ],
+    ];
     for (let round = 0; round < ROUNDS; round++) {
-      // ours, VHD data path
-      const child = join(root, `child-${round}.vhd`);
-      await createDifferencingVhd(child, img.disk);
-      samples.oursVhd.push(await timeOurs(runner, `vhd${round}`, { kind: 'vhd', path: child }, img));
-      // ours, raw disk (same as plain)
-      const rawCopy = join(root, `ours-${round}.raw`);
-      await run('cp', ['--sparse=always', raw, rawCopy]);
-      samples.oursRaw.push(await timeOurs(runner, `raw${round}`, { kind: 'raw', path: rawCopy }, img));
-      // plain QEMU
-      const plainCopy = join(root, `plain-${round}.raw`);
-      await run('cp', ['--sparse=always', raw, plainCopy]);
-      samples.plain.push(await timePlain(root, round, plainCopy, img));
+      // rotate the order each round so no contender always runs first (or right after a copy)
+      for (let k = 0; k < contenders.length; k++) {
+        const [key, fn] = contenders[(round + k) % contenders.length]!;
+        samples[key].push(await fn(round));
+      }
       process.stderr.write(
-        `round ${round}: ours(vhd) ${samples.oursVhd.at(-1)!.toFixed(0)} ms, ours(raw) ${samples.oursRaw.at(-1)!.toFixed(0)} ms, plain ${samples.plain.at(-1)!.toFixed(0)} ms\n`,
+        `round ${round}: ours(vhd) ${samples.oursVhd.at(-1)!.toFixed(0)} ms, ours(raw) ${samples.oursRaw.at(-1)!.toFixed(0)} ms, our argv ${samples.ourArgv.at(-1)!.toFixed(0)} ms, plain ${samples.plain.at(-1)!.toFixed(0)} ms\n`,
       );
     }
     const reattach = await benchReattach(root);
@@ -76,20 +107,22 @@ async function main(): Promise<void> {
       startToHeartbeatMs: {
         oursVhd: median(samples.oursVhd),
         oursRaw: median(samples.oursRaw),
+        ourArgvDirect: median(samples.ourArgv),
         plainQemu: median(samples.plain),
         samples,
       },
       ratioOursVhdToPlain: median(samples.oursVhd) / median(samples.plain),
       ratioOursRawToPlain: median(samples.oursRaw) / median(samples.plain),
+      ratioOurArgvToPlain: median(samples.ourArgv) / median(samples.plain),
       reattach5Ms: reattach,
       at: new Date().toISOString(),
     };
     console.log(
       `start -> first heartbeat (median of ${ROUNDS}): ours/VHD ${result.startToHeartbeatMs.oursVhd.toFixed(0)} ms, ` +
-        `ours/raw ${result.startToHeartbeatMs.oursRaw.toFixed(0)} ms, plain qemu ${result.startToHeartbeatMs.plainQemu.toFixed(0)} ms`,
+        `ours/raw ${result.startToHeartbeatMs.oursRaw.toFixed(0)} ms, our argv direct ${result.startToHeartbeatMs.ourArgvDirect.toFixed(0)} ms, plain qemu ${result.startToHeartbeatMs.plainQemu.toFixed(0)} ms`,
     );
     console.log(
-      `ratio ours/plain: VHD path ${result.ratioOursVhdToPlain.toFixed(3)}, raw ${result.ratioOursRawToPlain.toFixed(3)}`,
+      `ratio to plain: ours VHD path ${result.ratioOursVhdToPlain.toFixed(3)}, ours raw ${result.ratioOursRawToPlain.toFixed(3)}, our argv direct ${result.ratioOurArgvToPlain.toFixed(3)}`,
     );
     console.log(
       `reattach 5 running VMs: ${reattach.runner.toFixed(1)} ms (bare QMP handshake+query-status floor ${reattach.bareQmp.toFixed(1)} ms, ratio ${(reattach.runner / reattach.bareQmp).toFixed(2)})`,
@@ -169,6 +202,31 @@ async function timePlain(root: string, round: number, disk: string, img: Img): P
   const exited = new Promise((r) => q.once('exit', r));
   try {
     return await firstHeartbeat(serial, t0);
+  } finally {
+    q.kill('SIGKILL');
+    await exited;
+  }
+}
+
+async function timeOurArgv(root: string, round: number, disk: string, img: Img): Promise<number> {
+  const dir = join(root, `argv-${round}`);
+  await mkdir(dir, { recursive: true });
+  const spec = parseVmSpec({
+    name: `argv${round}`,
+    uuid: randomUUID(),
+    memoryBytes: MEMORY_MIB << 20,
+    boot: { kernel: { kernel: img.kernel, initrd: img.initrd, cmdline: img.cmdline } },
+    disks: [{ id: 'root', source: { kind: 'raw', path: disk } }],
+    nics: [{ id: 'n0', mac: '52:54:00:fd:b0:03', network: { kind: 'user' } }],
+  });
+  const paths = vmRunPaths(dir);
+  const t0 = process.hrtime.bigint();
+  const q = spawn('qemu-system-x86_64', buildQemuArgv(spec, { paths, accel: 'tcg', runAs: 'nobody' }), {
+    stdio: 'ignore',
+  });
+  const exited = new Promise((r) => q.once('exit', r));
+  try {
+    return await firstHeartbeat(paths.serialLog, t0);
   } finally {
     q.kill('SIGKILL');
     await exited;
