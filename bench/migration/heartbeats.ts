@@ -15,6 +15,8 @@ const DIRTY = /FD-DIRTY (\d+) (\d+) #/;
 export interface Arrival {
   atMs: number;
   seq: number;
+  /** Which attach() it came on: 0 = the source, 1 = the target. */
+  socket: number;
 }
 
 export const nowMs = (): number => Number(process.hrtime.bigint()) / 1e6;
@@ -26,6 +28,7 @@ export class HeartbeatWatch {
   /** FD-READY seen: the guest finished booting (DHCP done or given up). */
   ready = false;
   private sockets: Socket[] = [];
+  private attached = 0;
   private closed = false;
 
   /** Reads `path` (a QEMU serial chardev socket), waiting for it to appear, until close(). */
@@ -48,6 +51,7 @@ export class HeartbeatWatch {
   }
 
   private open(path: string): Promise<void> {
+    const socket = this.attached++;
     return new Promise((resolve, reject) => {
       const s = connect(path);
       let buf = '';
@@ -64,13 +68,18 @@ export class HeartbeatWatch {
           const line = buf.slice(0, nl);
           buf = buf.slice(nl + 1);
           const hb = HB.exec(line);
-          if (hb) this.arrivals.push({ atMs: at, seq: Number(hb[1]) });
+          if (hb) this.arrivals.push({ atMs: at, seq: Number(hb[1]), socket });
           if (line.includes('FD-READY ')) this.ready = true;
           const d = DIRTY.exec(line);
           if (d) this.dirty.push({ mib: Number(d[1]), pages: Number(d[2]), atMs: at });
         }
       });
     });
+  }
+
+  /** When the first heartbeat arrived on the target's socket: the guest runs there. */
+  firstOnTarget(): number | null {
+    return this.arrivals.find((a) => a.socket === 1)?.atMs ?? null;
   }
 
   lastSeq(): number {

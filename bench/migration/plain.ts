@@ -13,7 +13,7 @@ import { sleep, waitFor } from '../../src/core/process.js';
 import { QmpClient } from '../../src/qemu/qmp.js';
 import { HeartbeatWatch, nowMs } from './heartbeats.js';
 import type { CaseResult, GuestImage } from './result.js';
-import { settle, observe } from './result.js';
+import { dirtyMbOf, settle, observe } from './result.js';
 
 interface QueryMigrate {
   status?: string;
@@ -95,7 +95,7 @@ export async function plainCase(
     await watch.attach(src.serial);
     const sq = await QmpClient.connect(src.qmp, { timeoutMs: 30_000 });
     qmps.push(sq);
-    await settle(watch, img.cmdline.includes('fd.dirty_mb='));
+    await settle(watch, dirtyMbOf(img.cmdline));
     dst = qemu(dir, `${label}-dst`, img, disk, memoryMiB, ['-incoming', `tcp:127.0.0.1:${port}`]);
     const target0 = dst;
     await waitFor(
@@ -137,19 +137,24 @@ export async function plainCase(
     }
     const wallMs = nowMs() - t0;
     if (converged) {
-      const st = await dq.execute<{ status: string }>('query-status');
-      if (st.status !== 'running') throw new Error(`plain target is ${st.status} after migration`);
+      // The source reports completion before the target has loaded the last state and started.
+      await waitFor(
+        'plain target running',
+        async () => ((await dq.execute<{ status: string }>('query-status')).status === 'running' ? true : undefined),
+        { timeoutMs: 30_000, intervalMs: 10 },
+      );
     }
     return await observe(watch, {
       label,
       converged,
       t0,
       wallMs,
-      qemuTotalMs: q['total-time'] ?? null,
+      reportedTotalMs: q['total-time'] ?? null,
       qemuDowntimeMs: q.downtime ?? null,
       ramBytes: q.ram?.transferred ?? null,
       dirtyRateMiBps: dirtyRate,
       baselineGapMs: baseline,
+      extra: { dirtyReports: watch.dirty },
     });
   } finally {
     watch.close();

@@ -14,10 +14,13 @@ export interface GuestImage {
 export interface CaseResult {
   label: string;
   converged: boolean;
-  /** From the migrate request to completion (or to the cap, when it did not converge). */
+  /** From the migrate request to the end of the operation (or to the cap, when it did not converge). */
   wallMs: number;
-  /** QEMU's own numbers from query-migrate (ours: from the task result). */
-  qemuTotalMs: number | null;
+  /** From the migrate request to the first heartbeat on the target's serial socket. */
+  runningOnTargetMs: number | null;
+  /** Plain: QEMU's total-time; ours: the task result's totalTimeMs (prepare to cleanup). */
+  reportedTotalMs: number | null;
+  /** QEMU's downtime from query-migrate (ours: from the task result, the same number). */
   qemuDowntimeMs: number | null;
   ramBytes: number | null;
   /** Largest gap between heartbeat arrivals on the host, from the request to 2 s after the end. */
@@ -31,23 +34,33 @@ export interface CaseResult {
   extra?: Record<string, unknown>;
 }
 
-/** Waits for the guest to finish booting and run 2 s more (and, with the dirtier, report a rate). */
-export async function settle(watch: HeartbeatWatch, dirty: boolean): Promise<void> {
+/** N of `fd.dirty_mb=N` in a kernel command line (0: no dirtier). */
+export const dirtyMbOf = (cmdline: string): number => Number(/(?:^| )fd\.dirty_mb=(\d+)/.exec(cmdline)?.[1] ?? 0);
+
+/**
+ * Waits for the guest to finish booting and run 3 s more. With the dirtier, first waits until it
+ * has been over its whole buffer twice: its first pass page-faults every page in (slow under TCG,
+ * seconds), and a migration started then would meet a guest that barely dirties anything.
+ */
+export async function settle(watch: HeartbeatWatch, dirtyMb: number): Promise<void> {
   await waitFor('guest ready (FD-READY on serial)', () => (watch.ready ? true : undefined), {
     timeoutMs: 120_000,
     intervalMs: 50,
   });
-  if (dirty)
-    await waitFor('dirtier running (FD-DIRTY on serial)', () => (watch.dirty.length >= 3 ? true : undefined), {
-      timeoutMs: 60_000,
-      intervalMs: 50,
-    });
+  if (dirtyMb > 0) {
+    const pages = (dirtyMb * 2 ** 20) / 4096;
+    await waitFor(
+      'dirtier at full speed (FD-DIRTY on serial)',
+      () => ((watch.dirty.at(-1)?.pages ?? 0) > 2 * pages ? true : undefined),
+      { timeoutMs: 120_000, intervalMs: 50 },
+    );
+  }
   await sleep(3000);
 }
 
 export async function observe(
   watch: HeartbeatWatch,
-  r: Omit<CaseResult, 'observedDowntimeMs' | 'gapSeq'> & { t0: number },
+  r: Omit<CaseResult, 'observedDowntimeMs' | 'gapSeq' | 'runningOnTargetMs'> & { t0: number },
 ): Promise<CaseResult> {
   const end = r.t0 + r.wallMs;
   const seqAtEnd = watch.lastSeq();
@@ -60,5 +73,11 @@ export async function observe(
   const g = watch.maxGap(r.t0, nowMs());
   const { t0: _t0, ...rest } = r;
   void _t0;
-  return { ...rest, observedDowntimeMs: g.gapMs, gapSeq: [g.seqBefore, g.seqAfter] };
+  const first = watch.firstOnTarget();
+  return {
+    ...rest,
+    runningOnTargetMs: first === null ? null : first - r.t0,
+    observedDowntimeMs: g.gapMs,
+    gapSeq: [g.seqBefore, g.seqAfter],
+  };
 }
