@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { createServer, type AddressInfo } from 'node:net';
 import { run } from '../../src/core/process.js';
@@ -63,7 +63,7 @@ describe('a lab of 3 hosts', { timeout: 600_000 }, () => {
   const names = ['h1', 'h2', 'h3'];
 
   before(async () => {
-    lab = await Lab.up({ hosts: 3, prefix });
+    lab = await Lab.up({ hosts: 3, prefix, isolateDirs: true });
   });
   after(async () => {
     await Lab.destroy(prefix);
@@ -139,6 +139,17 @@ describe('a lab of 3 hosts', { timeout: 600_000 }, () => {
       ['shared'],
       "the output is the inner command's JSON alone",
     );
+  });
+
+  it("with isolateDirs a host's processes see only its own data dir under the lab dir", async () => {
+    const ls = await lab.exec('h2', ['ls', labDir(prefix)]);
+    assert.deepEqual(ls.stdout.trim().split('\n'), ['h2']);
+    const daemon = (await lab.status()).hosts.find((h) => h.name === 'h1')!.daemonPid!;
+    // The daemon's own view, through its mount namespace.
+    assert.deepEqual(await readdir(`/proc/${daemon}/root${labDir(prefix)}`), ['h1']);
+    // This machine still sees all of them (and the state file).
+    const all = await readdir(labDir(prefix));
+    assert.deepEqual(all.filter((n) => /^h\d$/.test(n) || n === 'lab.json').sort(), ['h1', 'h2', 'h3', 'lab.json']);
   });
 
   it('traffic stays in the lab: hosts reach each other but neither this machine nor beyond', async () => {

@@ -53,6 +53,7 @@ const up = defineCommand<UpResult>({
     subnet: { type: 'string', description: 'lab network (default: first free 10.77.N.0/24)', value: 'A.B.C.0/24' },
     force: { type: 'boolean', description: 'tear down an existing lab of this prefix first' },
     'keep-on-failure': { type: 'boolean', description: 'leave a failed lab in place to read its logs' },
+    'isolate-dirs': { type: 'boolean', description: "hide other hosts' data dirs from each host's processes" },
   },
   async run(ctx, input) {
     const hostsText = optString(input, 'hosts');
@@ -72,6 +73,7 @@ const up = defineCommand<UpResult>({
       ...(subnet ? { subnet } : {}),
       force: optBool(input, 'force'),
       keepOnFailure: optBool(input, 'keep-on-failure'),
+      isolateDirs: optBool(input, 'isolate-dirs'),
       onStep: (m) => ctx.say(m),
       signal: ctx.signal,
     });

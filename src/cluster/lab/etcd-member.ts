@@ -11,7 +11,7 @@ import { FdError } from '../../core/errors.js';
 import { sleep } from '../../core/process.js';
 import { ETCD_CLIENT_PORT, ETCD_PEER_PORT } from './names.js';
 import { requestJson } from './http.js';
-import { livePid, logTail, running, spawnDetached } from './procs.js';
+import { livePid, logTail, running, spawnDetached, type PrivateDirs } from './procs.js';
 
 export interface MemberHost {
   name: string;
@@ -31,7 +31,12 @@ export function memberPid(h: MemberHost): Promise<number | undefined> {
   return livePid(memberPidFile(h), 'etcd');
 }
 
-export async function startEtcdMember(h: MemberHost, cluster: MemberHost[], clusterToken: string): Promise<number> {
+export async function startEtcdMember(
+  h: MemberHost,
+  cluster: MemberHost[],
+  clusterToken: string,
+  privateDirs?: PrivateDirs,
+): Promise<number> {
   const running0 = await memberPid(h);
   if (running0 !== undefined) return running0;
   await mkdir(memberDir(h), { recursive: true, mode: 0o700 });
@@ -58,6 +63,7 @@ export async function startEtcdMember(h: MemberHost, cluster: MemberHost[], clus
     env: process.env,
     logFile: memberLog(h),
     pidFile: memberPidFile(h),
+    privateDirs,
   });
 }
 

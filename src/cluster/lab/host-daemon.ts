@@ -11,7 +11,7 @@ import { FdError, isErrno } from '../../core/errors.js';
 import { sleep } from '../../core/process.js';
 import { API_PORT } from './names.js';
 import { tryRequestJson, type Endpoint } from './http.js';
-import { livePid, logTail, running, spawnDetached } from './procs.js';
+import { livePid, logTail, running, spawnDetached, type PrivateDirs } from './procs.js';
 
 /** The CLI entry point of this build (dist/src/cli/main.js), started by path, not imported. */
 export const CLI_MAIN = fileURLToPath(new URL('../../cli/main.js', import.meta.url));
@@ -40,7 +40,12 @@ export function hostEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   return { ...env, ...extra };
 }
 
-export async function startHostDaemon(h: DaemonHost, etcdEndpoints: string[], accel: string): Promise<number> {
+export async function startHostDaemon(
+  h: DaemonHost,
+  etcdEndpoints: string[],
+  accel: string,
+  privateDirs?: PrivateDirs,
+): Promise<number> {
   const already = await daemonPid(h);
   if (already !== undefined) return already;
   return spawnDetached({
@@ -63,6 +68,7 @@ export async function startHostDaemon(h: DaemonHost, etcdEndpoints: string[], ac
     env: hostEnv({ FLIGHTDECK_ACCEL: accel }),
     logFile: daemonLog(h),
     pidFile: daemonPidFile(h),
+    privateDirs,
   });
 }
 

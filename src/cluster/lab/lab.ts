@@ -53,7 +53,16 @@ import {
   unpartition,
 } from './net.js';
 import { FAIL_MODES, readState, writeState, type FailMode, type LabHost, type LabState } from './state.js';
-import { killNetns, netnsPids, pidsMentioning, signal, stopped, waitExited } from './procs.js';
+import {
+  inNetns,
+  killNetns,
+  netnsPids,
+  pidsMentioning,
+  signal,
+  stopped,
+  waitExited,
+  type PrivateDirs,
+} from './procs.js';
 import {
   etcdMemberList,
   memberClientUrl,
@@ -89,6 +98,13 @@ export interface LabUpOptions {
   readyTimeoutMs?: number;
   /** Called with a line for each step, for progress output. */
   onStep?: (message: string) => void;
+  /**
+   * Each host sees only its own data dir under the lab dir (a tmpfs hides the others in its
+   * processes' mount namespace), so code that reads another host's files by path fails here
+   * as it would on separate machines. Off by default for now: images are not yet copied
+   * between hosts.
+   */
+  isolateDirs?: boolean;
   /** Aborting stops after the current step and removes what was built (Ctrl-C on `lab up`). */
   signal?: AbortSignal;
 }
@@ -331,6 +347,7 @@ export class Lab {
     // by side (parallel test files) never pick the same one.
     const st = await withSubnetLock(async () => {
       const planned = planLab(prefix, n, await pickSubnet(opts.subnet));
+      planned.isolateDirs = opts.isolateDirs === true;
       await mkdir(labDir(prefix), { recursive: true, mode: 0o700 });
       await writeState(planned);
       return planned;
@@ -359,14 +376,18 @@ export class Lab {
       await Promise.all(hosts.map((h) => mkdir(h.dataDir, { recursive: true, mode: 0o700 })));
       const memberHosts = hosts.filter((h) => h.etcdMember);
       step(`etcd: ${memberHosts.length}-member cluster on ${memberHosts.map((h) => h.name).join(', ')} (${since()})`);
-      const memberPids = await Promise.all(memberHosts.map((h) => startEtcdMember(h, memberHosts, `fdlab-${prefix}`)));
+      const memberPids = await Promise.all(
+        memberHosts.map((h) => startEtcdMember(h, memberHosts, `fdlab-${prefix}`, lab.privateDirs(h))),
+      );
       await Promise.all(memberHosts.map((h, i) => waitMemberHealthy(h, memberPids[i]!, readyTimeoutMs)));
 
       // The accelerator probe (a short QEMU boot) ran alongside the network and etcd steps.
       st.accel = (await accel).accel;
       await writeState(st);
       step(`daemons: flightdeck serve on ${hosts.map((h) => h.name).join(', ')} (accel ${st.accel}) (${since()})`);
-      const pids = await Promise.all(hosts.map((h) => startHostDaemon(h, st.etcdEndpoints, st.accel)));
+      const pids = await Promise.all(
+        hosts.map((h) => startHostDaemon(h, st.etcdEndpoints, st.accel, lab.privateDirs(h))),
+      );
       const eps = await Promise.all(hosts.map((h, i) => waitDaemonReady(h, pids[i]!, readyTimeoutMs)));
       hosts.forEach((h, i) => (h.token = eps[i]!.token ?? ''));
       await writeState(st);
@@ -446,6 +467,11 @@ export class Lab {
 
   down(onStep?: Step): Promise<DownReport> {
     return Lab.destroy(this.prefix, onStep);
+  }
+
+  /** What a host's processes may see of the lab dir: only their own data dir when isolated. */
+  private privateDirs(h: LabHost): PrivateDirs | undefined {
+    return this.st.isolateDirs ? { labDir: labDir(this.prefix), own: h.dataDir } : undefined;
   }
 
   host(name: string): LabHost {
@@ -541,7 +567,7 @@ export class Lab {
     }
     return {
       cmd: 'ip',
-      args: ['netns', 'exec', h.netns, ...argv],
+      args: inNetns(h.netns, argv, this.privateDirs(h)),
       env: hostEnv({
         FLIGHTDECK_DATA_DIR: h.dataDir,
         FLIGHTDECK_LAB_HOST: h.name,
@@ -615,13 +641,13 @@ export class Lab {
     const restarted: string[] = [];
     if (h.etcdMember && (await memberPid(h)) === undefined) {
       const members = this.st.hosts.filter((x) => x.etcdMember);
-      const pid = await startEtcdMember(h, members, `fdlab-${this.prefix}`);
+      const pid = await startEtcdMember(h, members, `fdlab-${this.prefix}`, this.privateDirs(h));
       await waitMemberHealthy(h, pid, timeoutMs);
       restarted.push('etcd');
     }
     let pid = await daemonPid(h);
     if (pid === undefined) {
-      pid = await startHostDaemon(h, this.st.etcdEndpoints, this.st.accel);
+      pid = await startHostDaemon(h, this.st.etcdEndpoints, this.st.accel, this.privateDirs(h));
       restarted.push('daemon');
     }
     await waitDaemonReady(h, pid, timeoutMs);
@@ -648,7 +674,7 @@ export class Lab {
         await waitExited([old], 5_000);
       }
     }
-    const pid = await startHostDaemon(h, this.st.etcdEndpoints, this.st.accel);
+    const pid = await startHostDaemon(h, this.st.etcdEndpoints, this.st.accel, this.privateDirs(h));
     await waitDaemonReady(h, pid, opts.readyTimeoutMs ?? 60_000);
     return { host: name, oldPid: old ?? null, pid };
   }

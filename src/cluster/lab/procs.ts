@@ -114,22 +114,44 @@ export async function livePid(file: string, mark: string): Promise<number | unde
   return cmd.includes(mark) ? pid : undefined;
 }
 
+/** A host that sees only its own data dir under the lab dir, as a real host sees only its disks. */
+export interface PrivateDirs {
+  labDir: string;
+  own: string;
+}
+
+// In the mount namespace `ip netns exec` makes for the command (slave to the root one, so
+// nothing leaks back): hide the lab dir under a tmpfs, then bind the host's own dir back
+// through a descriptor opened before (-c: the kernel follows /proc/self/fd, not a path).
+const HIDE_OTHERS =
+  'exec 3<"$1" && mount -t tmpfs -o mode=0755,size=1m fdlab "$2" && mkdir -p "$1" && ' +
+  'mount -c --bind /proc/self/fd/3 "$1" && exec 3<&- && shift 2 && exec "$@"';
+
+/** `ip` arguments that run `argv` inside `netns` (with only its own data dir when `dirs` is given). */
+export function inNetns(netns: string, argv: string[], dirs?: PrivateDirs): string[] {
+  return dirs
+    ? ['netns', 'exec', netns, 'sh', '-c', HIDE_OTHERS, 'sh', dirs.own, dirs.labDir, ...argv]
+    : ['netns', 'exec', netns, ...argv];
+}
+
 export interface DetachedSpec {
   netns: string;
   argv: string[];
   env: NodeJS.ProcessEnv;
   logFile: string;
   pidFile: string;
+  privateDirs?: PrivateDirs | undefined;
 }
 
 /**
  * Starts `argv` inside `netns`, detached from us, its output appended to `logFile`. `ip netns
- * exec` execs the command in place, so the pid we get is the command's own.
+ * exec` (and the shell that hides other hosts' dirs) exec the command in place, so the pid we
+ * get is the command's own.
  */
 export async function spawnDetached(spec: DetachedSpec): Promise<number> {
   const log = await open(spec.logFile, 'a');
   try {
-    const child = spawn('ip', ['netns', 'exec', spec.netns, ...spec.argv], {
+    const child = spawn('ip', inNetns(spec.netns, spec.argv, spec.privateDirs), {
       detached: true,
       stdio: ['ignore', log.fd, log.fd],
       env: spec.env,

@@ -41,6 +41,8 @@ export interface LabState {
   etcdEndpoints: string[];
   /** Accelerator the lab's daemons were told to use (probed once for all of them). */
   accel: string;
+  /** Each host's processes see only its own data dir under the lab dir (`--isolate-dirs`). */
+  isolateDirs?: boolean;
   /** Hosts failed on purpose and how; heal removes the entry. */
   failures: Record<string, FailMode>;
   createdAt: string;
