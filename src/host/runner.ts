@@ -225,8 +225,8 @@ export class VmRunner extends EventEmitter {
   /** ACPI power button, then a force stop if the guest is not off within `timeoutMs`. */
   async shutdown(name: string, opts: { timeoutMs?: number } = {}): Promise<ShutdownResult> {
     return this.withLock(name, async () => {
+      if (this.cancelRestart(name) && !this.attached.has(name)) return { graceful: true }; // down, awaiting restart
       const att = this.mustBeAttached(name);
-      this.cancelRestart(name);
       await this.beginStop(att, 'stopped');
       try {
         await att.qmp.execute('system_powerdown', undefined, { timeoutMs: 5000 });
@@ -243,8 +243,8 @@ export class VmRunner extends EventEmitter {
   /** Force stop: QEMU quits at once (no guest involvement); SIGKILL if it does not. */
   async stop(name: string): Promise<void> {
     await this.withLock(name, async () => {
+      if (this.cancelRestart(name) && !this.attached.has(name)) return; // down, awaiting restart: stays down
       const att = this.mustBeAttached(name);
-      this.cancelRestart(name);
       await this.beginStop(att, 'stopped');
       await this.forceExit(att);
       await this.finishStop(att, 'stopped');
@@ -736,10 +736,11 @@ export class VmRunner extends EventEmitter {
     this.pendingRestarts.set(name, t);
   }
 
-  private cancelRestart(name: string): void {
+  /** Cancels a restart waiting out its backoff; true if there was one. */
+  private cancelRestart(name: string): boolean {
     const t = this.pendingRestarts.get(name);
     if (t) clearTimeout(t);
-    this.pendingRestarts.delete(name);
+    return this.pendingRestarts.delete(name);
   }
 
   // ---- reattach and repair ----
