@@ -52,6 +52,8 @@ export class HostAgent {
   private readonly statuses = new Map<string, VmStatus>();
   private lease: ReturnType<Store['client']['lease']> | undefined;
   private stopWatch: (() => Promise<void>) | undefined;
+  private stopHostWatch: (() => Promise<void>) | undefined;
+  private stopNetWatch: (() => Promise<void>) | undefined;
   private closed = false;
 
   constructor(private o: HostAgentOptions) {}
@@ -100,7 +102,21 @@ export class HostAgent {
       void this.withLock(vm.id, () => this.reconcile(vm.id)).catch((err: unknown) =>
         this.o.log.error('reconcile failed', { vm: vm.name, err: String(err) }),
       );
+    // Cluster networks follow hosts and VMs (flood lists, DHCP bindings).
+    let netTimer: NodeJS.Timeout | undefined;
+    const refreshNets = (): void => {
+      if (netTimer || this.closed) return;
+      netTimer = setTimeout(() => {
+        netTimer = undefined;
+        void this.o.provisioner
+          .refreshClusterNetworks()
+          .catch((err: unknown) => this.o.log.warn('cluster network refresh failed', { err: String(err) }));
+      }, 300);
+    };
+    this.stopHostWatch = await store.watch('hosts/', refreshNets);
+    this.stopNetWatch = await store.watch('networks/', refreshNets);
     this.stopWatch = await store.watch<VmRecord>('vms/', (e) => {
+      refreshNets();
       if (e.type === 'put' && e.value.host === hostName && !this.locks.has(e.value.id)) {
         void this.withLock(e.value.id, () => this.reconcile(e.value.id)).catch(() => undefined);
       }
@@ -577,6 +593,8 @@ export class HostAgent {
   async close(): Promise<void> {
     this.closed = true;
     await this.stopWatch?.();
+    await this.stopHostWatch?.();
+    await this.stopNetWatch?.();
     await Promise.allSettled([...this.locks.values()]);
     await this.lease?.revoke().catch(() => undefined);
     await this.o.runtime.close();

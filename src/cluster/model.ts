@@ -27,7 +27,13 @@ export const PowerState = z.enum(['running', 'stopped']);
 export const RestartPolicy = z.enum(['never', 'on-failure', 'always']);
 export const Mac = z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i, 'a MAC like 52:54:00:12:34:56');
 
-export const VmNic = z.strictObject({ id: z.string(), mac: Mac, network: Name });
+export const VmNic = z.strictObject({
+  id: z.string(),
+  mac: Mac,
+  network: Name,
+  /** Fixed address on a cluster (VXLAN) network: the same on every host the VM runs on. */
+  ip: z.string().nullable().default(null),
+});
 export const VmDiskRef = z.strictObject({ id: z.string(), diskId: z.string() });
 export const VmCdrom = z.strictObject({
   id: z.string(),
@@ -107,9 +113,11 @@ export type ImageRecord = z.infer<typeof ImageRecord>;
 
 export const NetworkRecord = z.strictObject({
   name: Name,
-  kind: z.enum(['nat', 'user']),
+  /** nat: a bridge per host; vxlan: one L2 segment across all hosts; user: QEMU's slirp. */
+  kind: z.enum(['nat', 'user', 'vxlan']),
   bridge: z.string().nullable(),
   cidr: z.string().nullable(),
+  vni: z.number().int().min(1).max(16777215).nullable().default(null),
   createdAt: z.string(),
 });
 export type NetworkRecord = z.infer<typeof NetworkRecord>;

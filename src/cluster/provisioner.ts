@@ -22,7 +22,7 @@ import { diskInfo } from '../disk/vhd/info.js';
 import { buildTinyImage, TINY_MIN_MEMORY_BYTES } from '../host/images/tiny.js';
 import { bridgesAllowed, HostNetworks } from '../host/network.js';
 import type { Catalog } from './catalog.js';
-import type { DiskRecord, ImageRecord, NetworkRecord, VmRecord } from './model.js';
+import type { DiskRecord, HostRecord, ImageRecord, NetworkRecord, VmRecord } from './model.js';
 import type { Store } from './store.js';
 import type { TaskHandle } from './tasks.js';
 import { createHash } from 'node:crypto';
@@ -75,10 +75,11 @@ export class Provisioner {
     const createdAt = new Date().toISOString();
     const net: NetworkRecord =
       this.o.defaultNetwork === 'nat' && (await bridgesAllowed())
-        ? { name: 'default', kind: 'nat', bridge: DEFAULT_BRIDGE, cidr: DEFAULT_SUBNET, createdAt }
-        : { name: 'default', kind: 'user', bridge: null, cidr: '10.0.2.0/24', createdAt };
+        ? { name: 'default', kind: 'nat', bridge: DEFAULT_BRIDGE, cidr: DEFAULT_SUBNET, vni: null, createdAt }
+        : { name: 'default', kind: 'user', bridge: null, cidr: '10.0.2.0/24', vni: null, createdAt };
     await this.o.store.create(`networks/default`, net);
     await this.ensureNetworks();
+    await this.refreshClusterNetworks();
     await this.sweepOrphans();
   }
 
@@ -184,7 +185,10 @@ export class Provisioner {
         kernelImage: image?.kernel && !spec.iso ? image.name : null,
         disks: disks.map((d, i) => ({ id: `disk${i}`, diskId: d.id })),
         cdroms,
-        nics: spec.network === 'none' ? [] : [{ id: 'net0', mac, network: spec.network }],
+        nics:
+          spec.network === 'none'
+            ? []
+            : [{ id: 'net0', mac, network: spec.network, ip: await this.allocateIp(spec.network, id) }],
         restartPolicy: spec.restartPolicy,
         antiAffinity: spec.antiAffinity ?? null,
         desired: 'stopped',
@@ -213,8 +217,81 @@ export class Provisioner {
       return vm;
     } catch (err) {
       await rm(dir, { recursive: true, force: true });
+      await this.releaseIps(id);
       throw err;
     }
+  }
+
+  /** A fixed address for a NIC on a cluster (VXLAN) network; null on other networks. */
+  private async allocateIp(network: string, vmId: string): Promise<string | null> {
+    const net = (await this.o.store.get<NetworkRecord>(`networks/${network}`))?.value;
+    if (!net || net.kind !== 'vxlan' || !net.cidr) return null;
+    const { base, size } = cidrRange(net.cidr);
+    // .1-.99 are hosts' own addresses on the segment; VMs get .100 and up.
+    for (let i = 100; i < size - 1; i++) {
+      const ip = intToIp(base + i);
+      if (await this.o.store.create(`netips/${network}/${ip}`, { vmId })) return ip;
+    }
+    throw new FdError('FD_NET_FULL', `network ${network} has no free address`, {
+      hint: 'delete VMs on it, or use a larger subnet',
+    });
+  }
+
+  private async releaseIps(vmId: string): Promise<void> {
+    for (const r of await this.o.store.list<{ vmId: string }>('netips/')) {
+      if (r.value.vmId === vmId) await this.o.store.remove(r.key);
+    }
+  }
+
+  /**
+   * Brings this host's side of every cluster (VXLAN) network up to date: its bridge address
+   * (a slot of its own), the VXLAN flood list (every other host) and the DHCP bindings (every
+   * VM on the network, wherever it runs). Called at start and when hosts or VMs change.
+   */
+  async refreshClusterNetworks(): Promise<void> {
+    const all = (await this.o.store.list<NetworkRecord>('networks/')).map((x) => x.value);
+    // A network deleted from the cluster goes from this host too.
+    for (const local of await this.networks.list()) {
+      if (!all.some((n) => n.name === local.name)) await this.networks.remove(local.name);
+    }
+    const nets = all.filter((n) => n.kind === 'vxlan');
+    if (!nets.length) return;
+    const hosts = (await this.o.store.list<HostRecord>('hosts/')).map((h) => h.value);
+    const me = hosts.find((h) => h.name === this.o.hostName);
+    if (!me) return;
+    const addrOf = (h: HostRecord): string => new URL(h.apiUrl).hostname.replace(/^\[|\]$/g, '');
+    const vms = (await this.o.store.list<VmRecord>('vms/')).map((v) => v.value);
+    for (const n of nets) {
+      const slot = await this.hostSlot(n.name);
+      const leases = vms.flatMap((v) =>
+        v.nics.filter((x) => x.network === n.name && x.ip).map((x) => ({ mac: x.mac, ip: x.ip! })),
+      );
+      await this.networks.ensure({
+        name: n.name,
+        bridge: n.bridge!,
+        subnet: n.cidr!,
+        address: intToIp(cidrRange(n.cidr!).base + slot),
+        nat: true,
+        dhcp: true,
+        staticLeases: leases,
+        vxlan: { vni: n.vni!, local: addrOf(me), peers: hosts.filter((h) => h.name !== me.name).map(addrOf) },
+      });
+      // ensure() leaves a running dnsmasq alone: make it reread the bindings.
+      await this.networks.setStaticLeases(n.name, leases);
+    }
+  }
+
+  /** This host's address slot (1-99) on a cluster network, taken once by compare-and-swap. */
+  private async hostSlot(network: string): Promise<number> {
+    const mine = await this.o.store.get<number>(`netslots/${network}/${this.o.hostName}`);
+    if (mine) return mine.value;
+    for (let slot = 1; slot < 100; slot++) {
+      if (await this.o.store.create(`netslot-used/${network}/${slot}`, this.o.hostName)) {
+        await this.o.store.put(`netslots/${network}/${this.o.hostName}`, slot);
+        return slot;
+      }
+    }
+    throw new FdError('FD_NET_FULL', `network ${network} has no free host address`);
   }
 
   private async buildSeedIso(dir: string, spec: VmCreateSpec): Promise<string> {
@@ -295,6 +372,7 @@ export class Provisioner {
   }
 
   async removeVmDisks(vm: VmRecord, t: TaskHandle): Promise<void> {
+    await this.releaseIps(vm.id);
     for (const d of vm.disks) {
       const rec = await this.o.store.get<DiskRecord>(`disks/${d.diskId}`);
       if (rec) await this.o.store.remove(`disks/${d.diskId}`);
@@ -455,3 +533,14 @@ async function looksLikeIso(path: string): Promise<boolean> {
     await fh.close();
   }
 }
+
+function cidrRange(cidr: string): { base: number; size: number } {
+  const [addr, bits] = cidr.split('/');
+  const p = addr!.split('.').map(Number);
+  const prefix = Number(bits);
+  const mask = (0xffffffff << (32 - prefix)) >>> 0;
+  const base = ((((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0) & mask) >>> 0;
+  return { base, size: 2 ** (32 - prefix) };
+}
+
+const intToIp = (n: number): string => [24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.');

@@ -94,7 +94,7 @@ export async function createLocalRuntime(o: {
       vm.nics.map(async (n) => {
         const net = (await o.store.get<NetworkRecord>(`networks/${n.network}`))?.value;
         const network =
-          net?.kind === 'nat' && net.bridge
+          (net?.kind === 'nat' || net?.kind === 'vxlan') && net.bridge
             ? { kind: 'bridge' as const, bridge: net.bridge }
             : { kind: 'user' as const };
         return { id: n.id, mac: n.mac, network };

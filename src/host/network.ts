@@ -7,9 +7,10 @@
  * Where bridges are not allowed (no CAP_NET_ADMIN), `withUserModeFallback` turns bridged NICs
  * into QEMU user-mode NICs.
  */
+import { createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { chmod, mkdir, readFile, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { writeFileAtomic } from '../core/atomic-file.js';
 import { FdError, isErrno } from '../core/errors.js';
 import { checkName } from '../core/ids.js';
@@ -30,6 +31,18 @@ export interface NetworkSpec {
   nat?: boolean;
   /** Serve DHCP (and DNS) on the bridge (default true). */
   dhcp?: boolean;
+  /**
+   * This host's address on the bridge (default: the subnet's first address). Hosts sharing one
+   * VXLAN segment each need their own.
+   */
+  address?: string;
+  /**
+   * DHCP answers only these MAC -> IP bindings (dnsmasq hosts file, reloaded on change), so
+   * every host of a cluster network gives a VM the same address wherever it runs.
+   */
+  staticLeases?: { mac: string; ip: string }[];
+  /** Extend the bridge across hosts: a VXLAN device on it, flooding to every peer. */
+  vxlan?: { vni: number; local: string; peers: string[] };
 }
 
 export interface NetworkStatus {
@@ -97,7 +110,9 @@ export class HostNetworks {
     await writeFileAtomic(join(dir, 'network.json'), JSON.stringify(spec, null, 2) + '\n');
 
     if (!(await linkExists(spec.bridge))) await run('ip', ['link', 'add', 'name', spec.bridge, 'type', 'bridge']);
-    await run('ip', ['addr', 'replace', `${sn.gateway}/${sn.prefix}`, 'dev', spec.bridge]);
+    const address = spec.address ?? sn.gateway;
+    await run('ip', ['addr', 'replace', `${address}/${sn.prefix}`, 'dev', spec.bridge]);
+    if (spec.vxlan) await this.ensureVxlan(spec.bridge, spec.vxlan);
     await run('ip', ['link', 'set', 'dev', spec.bridge, 'up']);
 
     if (spec.nat !== false) {
@@ -106,8 +121,72 @@ export class HostNetworks {
       });
       await this.ensureNat(spec, sn);
     }
-    if (spec.dhcp !== false) await this.ensureDnsmasq(spec, sn);
+    if (spec.dhcp !== false) {
+      if (spec.staticLeases) await this.writeStaticLeases(spec.name, spec.staticLeases);
+      await this.ensureDnsmasq(spec, sn);
+    }
     return this.status(spec.name);
+  }
+
+  /** The VXLAN device of a bridge, and head-end replication to each peer (nothing learned). */
+  private async ensureVxlan(bridge: string, vx: { vni: number; local: string; peers: string[] }): Promise<void> {
+    const dev = vxlanDevice(vx.vni);
+    if (!(await linkExists(dev))) {
+      await run('ip', [
+        'link',
+        'add',
+        dev,
+        'type',
+        'vxlan',
+        'id',
+        String(vx.vni),
+        'dstport',
+        '4789',
+        'local',
+        vx.local,
+        'nolearning',
+      ]);
+    }
+    await run('ip', ['link', 'set', dev, 'master', bridge]);
+    await run('ip', ['link', 'set', dev, 'up']);
+    await this.setVxlanPeers(vx.vni, vx.peers);
+  }
+
+  /** Replaces the flood list of a VXLAN device with `peers` (hosts come and go). */
+  async setVxlanPeers(vni: number, peers: string[]): Promise<void> {
+    const dev = vxlanDevice(vni);
+    const r = await run('bridge', ['fdb', 'show', 'dev', dev], { allowFail: true });
+    const have = new Set([...r.stdout.matchAll(/^00:00:00:00:00:00 dst (\S+)/gm)].map((m) => m[1]!));
+    for (const p of peers)
+      if (!have.has(p)) await run('bridge', ['fdb', 'append', '00:00:00:00:00:00', 'dev', dev, 'dst', p]);
+    for (const p of have)
+      if (!peers.includes(p))
+        await run('bridge', ['fdb', 'del', '00:00:00:00:00:00', 'dev', dev, 'dst', p], { allowFail: true });
+  }
+
+  /** Writes the MAC -> IP bindings and makes a running dnsmasq reread them. */
+  async setStaticLeases(name: string, leases: { mac: string; ip: string }[]): Promise<void> {
+    await this.writeStaticLeases(name, leases);
+    const pid = await this.dnsmasqPid(name);
+    if (pid) process.kill(pid, 'SIGHUP');
+  }
+
+  private async writeStaticLeases(name: string, leases: { mac: string; ip: string }[]): Promise<void> {
+    const text = leases.map((l) => `${l.mac},${l.ip}`).join('\n') + '\n';
+    const path = this.hostsFile(name);
+    await mkdir(dirname(path), { recursive: true, mode: 0o755 });
+    await chmod(dirname(path), 0o755);
+    await chmod(dirname(dirname(path)), 0o755);
+    await writeFileAtomic(path, text, { mode: 0o644 });
+  }
+
+  /**
+   * dnsmasq rereads its hosts file on SIGHUP after dropping to `nobody`, who cannot enter our
+   * 0700 data dir: the bindings (MACs and addresses, nothing secret) live under /run instead.
+   */
+  private hostsFile(name: string): string {
+    const key = createHash('sha256').update(this.dir(name)).digest('hex').slice(0, 16);
+    return join('/run/flightdeck-dhcp', key, 'hosts');
   }
 
   /** Stops dnsmasq, deletes the rules and the bridge (with any taps still on it), forgets the network. */
@@ -119,8 +198,11 @@ export class HostNetworks {
       if (id) await terminate(id, 3000);
     }
     await this.deleteRules(name);
+    if (spec?.vxlan && (await linkExists(vxlanDevice(spec.vxlan.vni))))
+      await run('ip', ['link', 'del', 'dev', vxlanDevice(spec.vxlan.vni)]);
     if (spec && (await linkExists(spec.bridge))) await run('ip', ['link', 'del', 'dev', spec.bridge]);
     await rm(this.dir(name), { recursive: true, force: true });
+    await rm(dirname(this.hostsFile(name)), { recursive: true, force: true });
   }
 
   async status(name: string): Promise<NetworkStatus> {
@@ -240,8 +322,14 @@ export class HostNetworks {
       '--bind-interfaces',
       `--interface=${spec.bridge}`,
       '--except-interface=lo',
-      `--listen-address=${sn.gateway}`,
-      `--dhcp-range=${sn.rangeStart},${sn.rangeEnd},12h`,
+      `--listen-address=${spec.address ?? sn.gateway}`,
+      ...(spec.staticLeases
+        ? [
+            `--dhcp-range=${intToIp(sn.network)},static,${intToIp((0xffffffff << (32 - sn.prefix)) >>> 0)},12h`,
+            `--dhcp-hostsfile=${this.hostsFile(spec.name)}`,
+            `--dhcp-option=option:router,${spec.address ?? sn.gateway}`,
+          ]
+        : [`--dhcp-range=${sn.rangeStart},${sn.rangeEnd},12h`]),
       '--dhcp-authoritative',
       '--dhcp-no-override',
     ];
@@ -283,3 +371,5 @@ export function withUserModeFallback(spec: VmSpec): VmSpec {
     nics: spec.nics.map((n) => (n.network.kind === 'bridge' ? { ...n, network: { kind: 'user', hostfwd: [] } } : n)),
   };
 }
+
+export const vxlanDevice = (vni: number): string => `fdvxl${vni}`;

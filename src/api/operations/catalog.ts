@@ -144,3 +144,64 @@ export const catalogOperations = [
     },
   }),
 ];
+
+export const networkOperations = [
+  defineOperation({
+    name: 'network.create',
+    summary: 'create a cluster network: one L2 segment (VXLAN) across all hosts, DHCP and NAT on each',
+    http: { method: 'POST', path: '/networks' },
+    input: z.strictObject({
+      name: Name.describe('network name'),
+      kind: z
+        .literal('vxlan')
+        .default('vxlan')
+        .describe('vxlan: spans every host; VMs keep their address wherever they run'),
+      cidr: z
+        .string()
+        .regex(/^(\d{1,3}\.){3}\d{1,3}\/(1[6-9]|2[0-4])$/, 'an IPv4 subnet from /16 to /24, e.g. 10.99.0.0/24')
+        .describe('IPv4 subnet'),
+      vni: z.coerce.number().int().min(1).max(16_000_000).default(100).describe('VXLAN network id'),
+    }),
+    output: Loose,
+    permission: 'admin',
+    status: 201,
+    cli: { noun: 'network', verb: 'create', args: ['name'] },
+    run: async ({ svc }, { name, cidr, vni }) => {
+      const nets = await svc.catalog.listNetworks();
+      if (nets.some((n) => n.vni === vni))
+        throw new FdError('FD_NETWORK_EXISTS', `VXLAN id ${vni} is taken`, {
+          hint: 'choose another --vni',
+          status: 409,
+        });
+      const rec = { name, kind: 'vxlan' as const, bridge: `fdc${vni}`, cidr, vni, createdAt: new Date().toISOString() };
+      if (!(await svc.store.create(`networks/${name}`, rec))) {
+        throw new FdError('FD_NETWORK_EXISTS', `a network named ${name} exists`, {
+          hint: 'choose another name',
+          status: 409,
+        });
+      }
+      return rec;
+    },
+  }),
+  defineOperation({
+    name: 'network.delete',
+    summary: 'delete a network no VM uses (every host removes its bridge)',
+    http: { method: 'DELETE', path: '/networks/:name' },
+    input: z.strictObject({ name: Name }),
+    output: Loose,
+    permission: 'admin',
+    cli: { noun: 'network', verb: 'delete', args: ['name'] },
+    run: async ({ svc }, { name }) => {
+      const net = await svc.catalog.getNetwork(name);
+      const users = (await svc.vms.list()).filter((v) => v.nics.some((n) => n.network === name));
+      if (users.length) {
+        throw new FdError('FD_NETWORK_BUSY', `network ${name} is used by ${users.map((u) => u.name).join(', ')}`, {
+          hint: 'delete those VMs first',
+          status: 409,
+        });
+      }
+      await svc.store.remove(`networks/${name}`);
+      return net;
+    },
+  }),
+];

@@ -1,6 +1,6 @@
 /** Every API operation, in the order the docs and `flightdeck --help` list them. */
 import type { Operation } from '../operation.js';
-import { catalogOperations } from './catalog.js';
+import { catalogOperations, networkOperations } from './catalog.js';
 import { clusterOperations } from './cluster.js';
 import { migrationOperations } from './migration.js';
 import { ovfOperations } from './ovf.js';
@@ -11,6 +11,7 @@ import { vmOperations } from './vms.js';
 export const operations: Operation[] = [
   ...vmOperations,
   ...catalogOperations,
+  ...networkOperations,
   ...ovfOperations,
   ...clusterOperations,
   ...migrationOperations,
