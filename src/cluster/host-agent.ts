@@ -49,6 +49,7 @@ export interface HostAgentOptions {
 
 export class HostAgent {
   private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly activeMigrations = new Set<string>();
   private readonly statuses = new Map<string, VmStatus>();
   private lease: ReturnType<Store['client']['lease']> | undefined;
   private stopWatch: (() => Promise<void>) | undefined;
@@ -98,6 +99,9 @@ export class HostAgent {
       const st = found.get(vm.id) ?? { state: 'stopped' as const, pid: null, lastError: null };
       await this.publish(vm.id, st);
     }
+    await this.recoverMigrations().catch((err: unknown) =>
+      this.o.log.error('migration recovery failed', { err: String(err) }),
+    );
     for (const vm of mine)
       void this.withLock(vm.id, () => this.reconcile(vm.id)).catch((err: unknown) =>
         this.o.log.error('reconcile failed', { vm: vm.name, err: String(err) }),
@@ -360,6 +364,22 @@ export class HostAgent {
     t: TaskHandle,
   ): Promise<MigrationResult> {
     return this.withLock(id, async () => {
+      this.activeMigrations.add(id);
+      try {
+        return await this.migrateLocked(id, to, tunables, t);
+      } finally {
+        this.activeMigrations.delete(id);
+      }
+    });
+  }
+
+  private async migrateLocked(
+    id: string,
+    to: string | undefined,
+    tunables: MigrationTunables,
+    t: TaskHandle,
+  ): Promise<MigrationResult> {
+    {
       const t0 = Date.now();
       const { value: vm } = await this.o.vms.find(id);
       if (vm.host !== this.o.hostName)
@@ -407,6 +427,15 @@ export class HostAgent {
       );
       t.log(`migrating ${vm.name} from ${this.o.hostName} to ${target}`);
       const base = `/api/v1/vms/${vm.id}/migration`;
+      // What a daemon that dies mid-migration needs to finish or undo it (recoverMigrations).
+      const intent: MigrationIntent = {
+        vmId: vm.id,
+        from: this.o.hostName,
+        to: target,
+        phase: 'copying',
+        at: new Date().toISOString(),
+      };
+      await this.o.store.put(`migrations/${vm.id}`, intent);
       const prepared = await callPeer<PreparedTarget & { diskPaths: Record<string, string> }>(
         targetRec,
         this.o.peerToken,
@@ -426,6 +455,7 @@ export class HostAgent {
           qmp,
           prepared.disks.map((d) => d.id),
         );
+        await this.o.store.put(`migrations/${vm.id}`, { ...intent, phase: 'finishing' });
         await callPeer(targetRec, this.o.peerToken, 'POST', `${base}/finish`, { id: vm.id });
       } catch (err) {
         t.log(`migration failed, the VM stays on ${this.o.hostName}: ${(err as Error).message}`);
@@ -436,29 +466,107 @@ export class HostAgent {
         await callPeer(targetRec, this.o.peerToken, 'POST', `${base}/abort`, { id: vm.id }).catch((e: unknown) =>
           this.o.log.error('target cleanup after a failed migration failed', { err: String(e) }),
         );
+        await this.o.store.remove(`migrations/${vm.id}`);
         throw err;
       }
       // The guest runs on the target now: move ownership, then retire the source side.
-      await this.o.vms.update(id, (cur) => ({ ...cur, host: target }));
-      for (const d of vm.disks) {
-        await this.o.store.mutate<DiskRecord>(`disks/${d.diskId}`, (cur) => ({
-          ...cur,
-          host: target,
-          path: prepared.diskPaths[d.id] ?? cur.path,
-        }));
-      }
-      this.statuses.delete(id);
-      await this.o.runtime
-        .stop(id, { graceful: false, timeoutMs: 0 })
-        .catch((err: unknown) => this.o.log.warn('stopping the migrated source', { err: String(err) }));
-      await this.o.runtime.cleanup(id);
-      await this.o.provisioner.removeVmDir(id);
+      await this.completeMove(vm, target, prepared.diskPaths);
       const result: MigrationResult = { from: this.o.hostName, to: target, totalTimeMs: Date.now() - t0, ...moved };
       t.log(
         `done: downtime ${result.downtimeMs} ms, total ${result.totalTimeMs} ms, ${result.ramBytes} bytes of memory, ${result.diskBytes} bytes of disk`,
       );
       return result;
-    });
+    }
+  }
+
+  /** Ownership to `target` (with its disk paths), then the source side's processes and files go. */
+  private async completeMove(vm: VmRecord, target: string, diskPaths: Record<string, string>): Promise<void> {
+    await this.o.vms.update(vm.id, (cur) => ({ ...cur, host: target }));
+    for (const d of vm.disks) {
+      await this.o.store.mutate<DiskRecord>(`disks/${d.diskId}`, (cur) => ({
+        ...cur,
+        host: target,
+        path: diskPaths[d.id] ?? cur.path,
+      }));
+    }
+    await this.o.store.remove(`migrations/${vm.id}`);
+    this.statuses.delete(vm.id);
+    await this.o.runtime
+      .stop(vm.id, { graceful: false, timeoutMs: 0 })
+      .catch((err: unknown) => this.o.log.warn('stopping the migrated source', { err: String(err) }));
+    await this.o.runtime.cleanup(vm.id);
+    await this.o.provisioner.removeVmDir(vm.id);
+  }
+
+  /**
+   * A daemon that died during a migration left work half done. As the source: if the target
+   * already runs the guest, the move is completed; otherwise the source resumes and the target
+   * removes its side. One copy runs afterwards either way.
+   */
+  private async recoverMigrations(): Promise<void> {
+    for (const { value: m } of await this.o.store.list<MigrationIntent>('migrations/')) {
+      const rec = (await this.o.store.get<VmRecord>(`vms/${m.vmId}`))?.value;
+      if (!rec) {
+        await this.o.store.remove(`migrations/${m.vmId}`);
+        continue;
+      }
+      if (m.from !== this.o.hostName || rec.host !== this.o.hostName || this.activeMigrations.has(m.vmId)) continue;
+      const targetRec = (await this.o.store.get<HostRecord>(`hosts/${m.to}`))?.value;
+      if (targetRec && m.phase === 'finishing') {
+        const st = await callPeer<{ qemuStatus: string | null; diskPaths: Record<string, string> }>(
+          targetRec,
+          this.o.peerToken,
+          'POST',
+          `/api/v1/vms/${m.vmId}/migration/state`,
+          { id: m.vmId },
+        ).catch(() => undefined);
+        if (st?.qemuStatus === 'running') {
+          this.o.log.warn('completing a migration whose daemon died after the target took over', {
+            vm: rec.name,
+            to: m.to,
+          });
+          await this.completeMove(rec, m.to, st.diskPaths);
+          continue;
+        }
+      }
+      this.o.log.warn('undoing a migration cut short by a daemon restart', { vm: rec.name, to: m.to });
+      try {
+        const qmp = this.o.runtime.qmp(m.vmId);
+        await qmp.execute('migrate_cancel').catch(() => undefined);
+        const jobs = await qmp
+          .execute<{ device: string }[]>('query-block-jobs')
+          .catch(() => [] as { device: string }[]);
+        await releaseSourceMirrors(
+          qmp,
+          jobs.filter((j) => j.device.startsWith('mig-')).map((j) => j.device.slice(4)),
+        );
+        const q = await qmp.execute<{ status: string }>('query-status');
+        if (q.status !== 'running') await qmp.execute('cont');
+      } catch (err) {
+        this.o.log.warn('source side of an interrupted migration', { err: String(err) });
+      }
+      if (targetRec) {
+        await callPeer(targetRec, this.o.peerToken, 'POST', `/api/v1/vms/${m.vmId}/migration/abort`, {
+          id: m.vmId,
+        }).catch((err: unknown) => this.o.log.warn('target side of an interrupted migration', { err: String(err) }));
+      }
+      await this.o.store.remove(`migrations/${m.vmId}`);
+    }
+  }
+
+  /** Target side: whether this host runs the guest it was receiving (recovery asks). */
+  async incomingState(id: string): Promise<{ qemuStatus: string | null; diskPaths: Record<string, string> }> {
+    let qemuStatus: string | null = null;
+    try {
+      qemuStatus = (await this.o.runtime.qmp(id).execute<{ status: string }>('query-status')).status;
+    } catch {
+      // No QEMU here for it.
+    }
+    const { value: vm } = await this.o.vms.find(id);
+    return {
+      qemuStatus,
+      diskPaths: Object.fromEntries(vm.disks.map((d) => [d.id, this.o.provisioner.migrationDiskPath(id, d.id)])),
+    };
   }
 
   /** Target side, step 1: disks, vdisk and a QEMU waiting for the incoming migration. */
@@ -611,4 +719,14 @@ function freePort(host: string): Promise<number> {
       srv.close(() => (typeof a === 'object' && a ? resolve(a.port) : reject(new Error('no port'))));
     });
   });
+}
+
+/** A migration in flight, recorded by its source so a restarted daemon can finish or undo it. */
+export interface MigrationIntent {
+  vmId: string;
+  from: string;
+  to: string;
+  /** copying: disks and memory moving; finishing: the target was told to run the guest. */
+  phase: 'copying' | 'finishing';
+  at: string;
 }

@@ -346,7 +346,7 @@ export class Provisioner {
     const paths: Record<string, string> = {};
     const sync: Record<string, 'top' | 'full'> = {};
     for (const d of disks) {
-      const path = join(dir, `${d.id}.vhd`);
+      const path = this.migrationDiskPath(vmId, d.id);
       const base = d.baseImage ? await this.o.store.get<ImageRecord>(`images/${d.baseImage}`) : undefined;
       if (
         base &&
@@ -365,6 +365,10 @@ export class Provisioner {
       paths[d.id] = path;
     }
     return { paths, sync };
+  }
+
+  migrationDiskPath(vmId: string, diskId: string): string {
+    return join(this.poolDir, 'vms', vmId, `${diskId}.vhd`);
   }
 
   async removeVmDir(vmId: string): Promise<void> {

@@ -134,3 +134,45 @@ test("killing the target's processes mid-migration leaves the VM running on its 
   await lab.heal('h2');
   await json('h1', ['vm', 'delete', 'victim', '--force', 'true']);
 });
+
+test("the source's daemon SIGKILLed mid-migration: after its restart the VM runs on the source only", async () => {
+  await json('h1', [
+    'vm',
+    'create',
+    'orphan',
+    '--image',
+    'tiny',
+    '--memory',
+    '256M',
+    '--host',
+    'h1',
+    '--start',
+    'true',
+  ]);
+  const vm = await json<Vm>('h1', ['vm', 'show', 'orphan']);
+  const started = await json<Task>('h1', ['vm', 'migrate', 'orphan', '--to', 'h3', '--bandwidth', '2M', '--no-wait']);
+  await waitFor(
+    'memory transfer under way',
+    async () =>
+      (await json<Task>('h2', ['task', 'show', started.id])).log.some((l) => l.msg === 'moving memory')
+        ? true
+        : undefined,
+    { timeoutMs: 90_000, intervalMs: 200 },
+  );
+  const h1 = lab.state.hosts.find((h) => h.name === 'h1')!;
+  process.kill(Number((await readFile(`${h1.dataDir}/daemon.pid`, 'utf8')).trim()), 'SIGKILL');
+  await lab.heal('h1');
+  const back = await waitFor(
+    'the VM running on h1 again',
+    async () => {
+      const v = await json<Vm>('h2', ['vm', 'show', 'orphan']);
+      return v.host === 'h1' && v.state === 'running' && (await qemuHosts(vm.id)).join() === 'h1' ? v : undefined;
+    },
+    { timeoutMs: 60_000, intervalMs: 500 },
+  );
+  assert.equal(back.host, 'h1');
+  assert.notEqual((await json<Task>('h2', ['task', 'show', started.id])).state, 'running');
+  const h3 = lab.state.hosts.find((h) => h.name === 'h3')!;
+  assert.deepEqual(await readdir(`${h3.dataDir}/pools/default/vms`), [], 'the target removed its side');
+  await json('h1', ['vm', 'delete', 'orphan', '--force', 'true']);
+});

@@ -81,6 +81,15 @@ export const migrationOperations = [
     run: ({ svc }, { id }) => svc.agent.finishIncoming(id),
   }),
   defineOperation({
+    name: 'vm.migration.state',
+    summary: 'internal: whether the target of a migration runs the guest (recovery after a restart)',
+    http: { method: 'POST', path: '/vms/:id/migration/state' },
+    input: z.strictObject({ id: z.uuid() }),
+    output: Loose,
+    permission: 'admin',
+    run: ({ svc }, { id }) => svc.agent.incomingState(id),
+  }),
+  defineOperation({
     name: 'vm.migration.abort',
     summary: 'internal: the target host of a failed migration removes what it prepared',
     http: { method: 'POST', path: '/vms/:id/migration/abort' },
