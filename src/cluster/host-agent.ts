@@ -379,104 +379,102 @@ export class HostAgent {
     tunables: MigrationTunables,
     t: TaskHandle,
   ): Promise<MigrationResult> {
-    {
-      const t0 = Date.now();
-      const { value: vm } = await this.o.vms.find(id);
-      if (vm.host !== this.o.hostName)
-        throw new FdError('FD_OWNER_MOVED', `VM ${vm.name} is owned by ${vm.host} now`, { status: 409 });
-      const st = await this.o.runtime.status(id);
-      if (st.state !== 'running' && st.state !== 'paused') {
-        throw new FdError('FD_VM_NOT_RUNNING', `VM ${vm.name} is ${st.state}; live migration moves running VMs`, {
-          status: 409,
-        });
-      }
-      const hosts = await this.placementHosts();
-      if (to === this.o.hostName)
-        throw new FdError('FD_MIGRATION_SAME_HOST', `VM ${vm.name} already runs on ${to}`, { status: 409 });
-      const d = place(
-        {
-          vmId: vm.id,
-          cpus: vm.cpus,
-          memoryBytes: vm.memoryBytes,
-          antiAffinity: vm.antiAffinity,
-          exclude: [this.o.hostName],
-          pinnedHost: to ?? null,
-        },
-        hosts,
-        await this.placedVms(),
-      );
-      for (const r of d.reasons) t.log(`placement: ${r}`);
-      const target = d.host;
-      if (target === this.o.hostName)
-        throw new FdError('FD_MIGRATION_SAME_HOST', `VM ${vm.name} already runs on ${target}`, { status: 409 });
-      const targetRec = (await this.o.store.get<HostRecord>(`hosts/${target}`))?.value;
-      const targetState = hosts.find((h) => h.name === target)?.state;
-      if (!targetRec || targetState !== 'online') {
-        throw new FdError(
-          'FD_HOST_UNAVAILABLE',
-          `host ${target} is ${targetState ?? 'unknown'}; it cannot take VMs now`,
-          { status: 409 },
-        );
-      }
-      const disks = await Promise.all(
-        vm.disks.map(async (d) => {
-          const rec = (await this.o.store.get<DiskRecord>(`disks/${d.diskId}`))?.value;
-          if (!rec) throw new Error(`disk record ${d.diskId} missing`);
-          return { id: d.id, sizeBytes: rec.sizeBytes, baseImage: rec.baseImage };
-        }),
-      );
-      t.log(`migrating ${vm.name} from ${this.o.hostName} to ${target}`);
-      const base = `/api/v1/vms/${vm.id}/migration`;
-      // What a daemon that dies mid-migration needs to finish or undo it (recoverMigrations).
-      const intent: MigrationIntent = {
-        vmId: vm.id,
-        from: this.o.hostName,
-        to: target,
-        phase: 'copying',
-        at: new Date().toISOString(),
-      };
-      await this.o.store.put(`migrations/${vm.id}`, intent);
-      const prepared = await callPeer<PreparedTarget & { diskPaths: Record<string, string> }>(
-        targetRec,
-        this.o.peerToken,
-        'POST',
-        `${base}/prepare`,
-        {
-          id: vm.id,
-          source: this.o.hostName,
-          disks,
-        },
-      );
-      const qmp = this.o.runtime.qmp(id);
-      let moved: Omit<MigrationResult, 'from' | 'to' | 'totalTimeMs'>;
-      try {
-        moved = await migrateFromSource({ qmp, target: prepared, tunables, task: t, log: this.o.log });
-        await releaseSourceMirrors(
-          qmp,
-          prepared.disks.map((d) => d.id),
-        );
-        await this.o.store.put(`migrations/${vm.id}`, { ...intent, phase: 'finishing' });
-        await callPeer(targetRec, this.o.peerToken, 'POST', `${base}/finish`, { id: vm.id });
-      } catch (err) {
-        t.log(`migration failed, the VM stays on ${this.o.hostName}: ${(err as Error).message}`);
-        await qmp.execute<{ status: string }>('query-status').then(
-          (q) => (q.status === 'running' ? undefined : qmp.execute('cont')),
-          () => undefined,
-        );
-        await callPeer(targetRec, this.o.peerToken, 'POST', `${base}/abort`, { id: vm.id }).catch((e: unknown) =>
-          this.o.log.error('target cleanup after a failed migration failed', { err: String(e) }),
-        );
-        await this.o.store.remove(`migrations/${vm.id}`);
-        throw err;
-      }
-      // The guest runs on the target now: move ownership, then retire the source side.
-      await this.completeMove(vm, target, prepared.diskPaths);
-      const result: MigrationResult = { from: this.o.hostName, to: target, totalTimeMs: Date.now() - t0, ...moved };
-      t.log(
-        `done: downtime ${result.downtimeMs} ms, total ${result.totalTimeMs} ms, ${result.ramBytes} bytes of memory, ${result.diskBytes} bytes of disk`,
-      );
-      return result;
+    const t0 = Date.now();
+    const { value: vm } = await this.o.vms.find(id);
+    if (vm.host !== this.o.hostName)
+      throw new FdError('FD_OWNER_MOVED', `VM ${vm.name} is owned by ${vm.host} now`, { status: 409 });
+    const st = await this.o.runtime.status(id);
+    if (st.state !== 'running' && st.state !== 'paused') {
+      throw new FdError('FD_VM_NOT_RUNNING', `VM ${vm.name} is ${st.state}; live migration moves running VMs`, {
+        status: 409,
+      });
     }
+    const hosts = await this.placementHosts();
+    if (to === this.o.hostName)
+      throw new FdError('FD_MIGRATION_SAME_HOST', `VM ${vm.name} already runs on ${to}`, { status: 409 });
+    const d = place(
+      {
+        vmId: vm.id,
+        cpus: vm.cpus,
+        memoryBytes: vm.memoryBytes,
+        antiAffinity: vm.antiAffinity,
+        exclude: [this.o.hostName],
+        pinnedHost: to ?? null,
+      },
+      hosts,
+      await this.placedVms(),
+    );
+    for (const r of d.reasons) t.log(`placement: ${r}`);
+    const target = d.host;
+    if (target === this.o.hostName)
+      throw new FdError('FD_MIGRATION_SAME_HOST', `VM ${vm.name} already runs on ${target}`, { status: 409 });
+    const targetRec = (await this.o.store.get<HostRecord>(`hosts/${target}`))?.value;
+    const targetState = hosts.find((h) => h.name === target)?.state;
+    if (!targetRec || targetState !== 'online') {
+      throw new FdError(
+        'FD_HOST_UNAVAILABLE',
+        `host ${target} is ${targetState ?? 'unknown'}; it cannot take VMs now`,
+        { status: 409 },
+      );
+    }
+    const disks = await Promise.all(
+      vm.disks.map(async (d) => {
+        const rec = (await this.o.store.get<DiskRecord>(`disks/${d.diskId}`))?.value;
+        if (!rec) throw new Error(`disk record ${d.diskId} missing`);
+        return { id: d.id, sizeBytes: rec.sizeBytes, baseImage: rec.baseImage };
+      }),
+    );
+    t.log(`migrating ${vm.name} from ${this.o.hostName} to ${target}`);
+    const base = `/api/v1/vms/${vm.id}/migration`;
+    // What a daemon that dies mid-migration needs to finish or undo it (recoverMigrations).
+    const intent: MigrationIntent = {
+      vmId: vm.id,
+      from: this.o.hostName,
+      to: target,
+      phase: 'copying',
+      at: new Date().toISOString(),
+    };
+    await this.o.store.put(`migrations/${vm.id}`, intent);
+    const prepared = await callPeer<PreparedTarget & { diskPaths: Record<string, string> }>(
+      targetRec,
+      this.o.peerToken,
+      'POST',
+      `${base}/prepare`,
+      {
+        id: vm.id,
+        source: this.o.hostName,
+        disks,
+      },
+    );
+    const qmp = this.o.runtime.qmp(id);
+    let moved: Omit<MigrationResult, 'from' | 'to' | 'totalTimeMs'>;
+    try {
+      moved = await migrateFromSource({ qmp, target: prepared, tunables, task: t, log: this.o.log });
+      await releaseSourceMirrors(
+        qmp,
+        prepared.disks.map((d) => d.id),
+      );
+      await this.o.store.put(`migrations/${vm.id}`, { ...intent, phase: 'finishing' });
+      await callPeer(targetRec, this.o.peerToken, 'POST', `${base}/finish`, { id: vm.id });
+    } catch (err) {
+      t.log(`migration failed, the VM stays on ${this.o.hostName}: ${(err as Error).message}`);
+      await qmp.execute<{ status: string }>('query-status').then(
+        (q) => (q.status === 'running' ? undefined : qmp.execute('cont')),
+        () => undefined,
+      );
+      await callPeer(targetRec, this.o.peerToken, 'POST', `${base}/abort`, { id: vm.id }).catch((e: unknown) =>
+        this.o.log.error('target cleanup after a failed migration failed', { err: String(e) }),
+      );
+      await this.o.store.remove(`migrations/${vm.id}`);
+      throw err;
+    }
+    // The guest runs on the target now: move ownership, then retire the source side.
+    await this.completeMove(vm, target, prepared.diskPaths);
+    const result: MigrationResult = { from: this.o.hostName, to: target, totalTimeMs: Date.now() - t0, ...moved };
+    t.log(
+      `done: downtime ${result.downtimeMs} ms, total ${result.totalTimeMs} ms, ${result.ramBytes} bytes of memory, ${result.diskBytes} bytes of disk`,
+    );
+    return result;
   }
 
   /** Ownership to `target` (with its disk paths), then the source side's processes and files go. */
