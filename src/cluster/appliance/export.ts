@@ -192,7 +192,8 @@ export async function runExport(
         ? systems[0]!
         : {
             kind: 'VirtualSystemCollection',
-            id: plan.group?.name ?? base,
+            // ovf:id values are unique in a descriptor: a collection named like a member is renamed.
+            id: collectionId(plan.group?.name ?? base, plan.vms),
             name: plan.group?.collection ?? base,
             info: 'VMs exported together by flightdeck',
             startup: (plan.group?.members ?? []).map((m) => ({
@@ -231,6 +232,10 @@ export async function runExport(
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+}
+
+function collectionId(want: string, vms: VmRecord[]): string {
+  return vms.some((v) => v.name === want) ? `${want}-collection` : want;
 }
 
 /** A VM record as an OVF virtual system (hardware only; disks get their files later). */

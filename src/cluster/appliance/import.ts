@@ -55,6 +55,8 @@ interface PlannedDisk {
 
 interface PlannedVm {
   vs: OvfVirtualSystem;
+  /** Collections around the system, outermost first. */
+  up: OvfCollection[];
   id: string;
   name: string;
   dir: string;
@@ -294,6 +296,7 @@ export async function planImport(host: ApplianceHost, req: ImportRequest): Promi
     if (nets.size) notes.push(`${label}: NICs on ${[...nets].join(', ')} plugged into network "default"`);
     vms.push({
       vs,
+      up,
       id,
       name,
       dir,
@@ -513,8 +516,15 @@ async function commit(
     );
   for (const r of records) t.log(`VM ${r.name} created (${r.id})`);
   const properties: Record<string, string> = {};
-  for (const vm of plan.vms)
-    for (const p of vm.env ?? []) if (!p.key.toLowerCase().includes('password')) properties[p.key] = p.value;
+  // Values of password properties stay out of the task record (they are on the ISO only).
+  const secret = new Set(
+    plan.vms.flatMap((vm) =>
+      [vm.vs, ...vm.up].flatMap((e) =>
+        e.products.flatMap((p) => p.properties.filter((x) => x.password).map((x) => x.fullKey)),
+      ),
+    ),
+  );
+  for (const vm of plan.vms) for (const p of vm.env ?? []) properties[p.key] = secret.has(p.key) ? '********' : p.value;
   return {
     vms: records.map((r) => ({
       id: r.id,
