@@ -58,9 +58,15 @@ export class OursCluster {
     }
   }
 
-  async migrateCase(label: string, image: string, memoryMiB: number, capMs: number): Promise<CaseResult> {
+  async migrateCase(
+    label: string,
+    vmName: string,
+    image: string,
+    memoryMiB: number,
+    capMs: number,
+  ): Promise<CaseResult> {
     const { h1, h2 } = this;
-    const name = `bench-${label}`;
+    const name = `bench-${vmName}`;
     await h1.json([
       'vm',
       'create',
@@ -119,7 +125,12 @@ export class OursCluster {
         ramBytes: r?.ramBytes ?? null,
         dirtyRateMiBps: dirtyRate,
         baselineGapMs: baseline,
-        extra: { diskBytes: r?.diskBytes ?? null, setupTimeMs: r?.setupTimeMs ?? null, dirtyReports: watch.dirty },
+        extra: {
+          diskBytes: r?.diskBytes ?? null,
+          setupTimeMs: r?.setupTimeMs ?? null,
+          dirtyReports: watch.dirty,
+          taskLog: t.log,
+        },
       });
       return res;
     } finally {

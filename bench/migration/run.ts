@@ -10,7 +10,9 @@
  * our daemons' user networks have no hostfwd (the lab, with a real network, is where that belongs).
  *
  *   npm run build && node dist/bench/migration/run.js
- *   env: BENCH_MEMORY_MIB=512 BENCH_DIRTY_MB=256 BENCH_CAP_S=60 BENCH_OUT=path
+ *   env: BENCH_ROUNDS=3 BENCH_MEMORY_MIB=512 BENCH_DIRTY_MB=256 BENCH_CAP_S=60
+ *        BENCH_CASES=plain-idle,ours-idle,plain-dirty,ours-dirty BENCH_OUT=path
+ *   Reported per case: the median over the rounds.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -24,6 +26,7 @@ import type { CaseResult } from './result.js';
 
 const MEMORY_MIB = Number(process.env['BENCH_MEMORY_MIB'] ?? 512);
 const DIRTY_MB = Number(process.env['BENCH_DIRTY_MB'] ?? 256);
+const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
 const CAP_MS = Number(process.env['BENCH_CAP_S'] ?? 60) * 1000;
 const DIRTY_ARG = `fd.dirty_mb=${DIRTY_MB}`;
 /** Comma-separated subset of plain-idle,plain-dirty,ours-idle,ours-dirty (default: all four). */
@@ -43,40 +46,65 @@ function line(c: CaseResult): string {
   );
 }
 
+const median = (xs: (number | null)[]): number | null => {
+  const v = xs.filter((x): x is number => x !== null).sort((p, q) => p - q);
+  return v.length ? v[Math.floor(v.length / 2)]! : null;
+};
+
+/** Medians over the rounds of one case; converged only when every round converged. */
+function summarize(rs: CaseResult[]): CaseResult & { rounds: number; convergedRounds: number } {
+  const m = (f: (c: CaseResult) => number | null): number | null => median(rs.map(f));
+  return {
+    label: rs[0]!.label,
+    rounds: rs.length,
+    convergedRounds: rs.filter((c) => c.converged).length,
+    converged: rs.every((c) => c.converged),
+    wallMs: m((c) => c.wallMs)!,
+    runningOnTargetMs: m((c) => c.runningOnTargetMs),
+    reportedTotalMs: m((c) => c.reportedTotalMs),
+    qemuDowntimeMs: m((c) => c.qemuDowntimeMs),
+    ramBytes: m((c) => c.ramBytes),
+    observedDowntimeMs: m((c) => c.observedDowntimeMs)!,
+    baselineGapMs: m((c) => c.baselineGapMs)!,
+    gapSeq: rs[0]!.gapSeq,
+    dirtyRateMiBps: m((c) => c.dirtyRateMiBps)!,
+  };
+}
+
 async function main(): Promise<void> {
   const img = await buildTinyImage();
   const root = await mkdtemp(join(tmpdir(), 'fd-bench-mig-'));
-  const results: Record<string, CaseResult> = {};
+  const rounds: Record<string, CaseResult[]> = {};
   let ours: OursCluster | undefined;
   try {
     const raw = join(root, 'disk.raw');
     await run('qemu-img', ['convert', '-f', 'vpc', '-O', 'raw', img.disk, raw]);
     const guest = { kernel: img.kernel, initrd: img.initrd, cmdline: img.cmdline };
     const dirtyGuest = { ...guest, cmdline: `${img.cmdline} ${DIRTY_ARG}` };
-
-    for (const [label, g] of [
-      ['plain-idle', guest],
-      ['plain-dirty', dirtyGuest],
-    ] as const) {
-      if (!CASES.includes(label)) continue;
-      process.stderr.write(`${label}...\n`);
-      results[label] = await plainCase(root, label, g, raw, MEMORY_MIB, CAP_MS);
-      console.log(line(results[label]!));
-    }
     if (CASES.some((c) => c.startsWith('ours-'))) ours = await OursCluster.start(DIRTY_ARG);
-    for (const [label, image] of [
-      ['ours-idle', 'tiny'],
-      ['ours-dirty', 'tiny-dirty'],
-    ] as const) {
-      if (!ours || !CASES.includes(label)) continue;
-      process.stderr.write(`${label}...\n`);
-      results[label] = await ours.migrateCase(label, image, MEMORY_MIB, CAP_MS);
-      console.log(line(results[label]!));
+    const o = ours;
+    // Interleaved, so a change in the shared machine's load hits both sides alike.
+    const cases: [string, (round: number) => Promise<CaseResult>][] = [
+      ['plain-idle', () => plainCase(root, 'plain-idle', guest, raw, MEMORY_MIB, CAP_MS)],
+      ['ours-idle', (r) => o!.migrateCase('ours-idle', `idle${r}`, 'tiny', MEMORY_MIB, CAP_MS)],
+      ['plain-dirty', () => plainCase(root, 'plain-dirty', dirtyGuest, raw, MEMORY_MIB, CAP_MS)],
+      ['ours-dirty', (r) => o!.migrateCase('ours-dirty', `dirty${r}`, 'tiny-dirty', MEMORY_MIB, CAP_MS)],
+    ];
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const [label, fn] of cases) {
+        if (!CASES.includes(label)) continue;
+        process.stderr.write(`round ${r} ${label}...\n`);
+        const res = await fn(r);
+        (rounds[label] ??= []).push(res);
+        console.log(`round ${r} ${line(res)}`);
+      }
     }
   } finally {
     await ours?.dispose();
     await rm(root, { recursive: true, force: true });
   }
+  const results = Object.fromEntries(Object.entries(rounds).map(([k, rs]) => [k, summarize(rs)]));
+  for (const c of Object.values(results)) console.log(`median ${line(c)} [${c.convergedRounds}/${c.rounds} converged]`);
 
   const ratios = Object.fromEntries(
     (['idle', 'dirty'] as const).flatMap((k) => {
@@ -121,7 +149,9 @@ async function main(): Promise<void> {
         ours: 'flightdeck vm migrate, defaults; local VHD disks mirrored to the target (no shared storage)',
         echo: 'not measured: no client connection can follow a user-networking VM between two QEMUs on loopback',
         loadavg: (await import('node:os')).loadavg(),
+        rounds: ROUNDS,
         cases: results,
+        samples: rounds,
         ratiosOursToPlain: ratios,
         at: new Date().toISOString(),
       },
