@@ -14,31 +14,12 @@
  * a lab even when a crashed `up` left no state file.
  */
 import { spawn } from 'node:child_process';
-import { mkdir, readdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
-import { FdError, isErrno } from '../../core/errors.js';
+import { mkdir } from 'node:fs/promises';
+import { FdError } from '../../core/errors.js';
 import { run, sleep, type RunResult } from '../../core/process.js';
 import { detectAccel } from '../../qemu/accel.js';
 import type { HostRecord } from '../model.js';
-import {
-  checkPrefix,
-  isPrefix,
-  DEFAULT_PREFIX,
-  DEFAULT_SUBNET_BASE,
-  gatewayIp,
-  hostDataDir,
-  hostIp,
-  hostName,
-  labDir,
-  LAB_ROOT,
-  MAX_ETCD_MEMBERS,
-  MAX_HOSTS,
-  netnsName,
-  parseSubnet,
-  bridgeName,
-  vethName,
-  type Subnet,
-} from './names.js';
+import { checkPrefix, DEFAULT_PREFIX, labDir, LAB_ROOT, MAX_HOSTS, parseSubnet } from './names.js';
 import {
   createBridge,
   createHostNetwork,
@@ -48,42 +29,19 @@ import {
   labNamespaces,
   netnsExists,
   partition,
-  removeLabNetwork,
-  subnetFree,
   unpartition,
 } from './net.js';
 import { FAIL_MODES, readState, writeState, type FailMode, type LabHost, type LabState } from './state.js';
-import {
-  inNetns,
-  killNetns,
-  netnsPids,
-  pidsMentioning,
-  signal,
-  stopped,
-  waitExited,
-  type PrivateDirs,
-} from './procs.js';
-import {
-  etcdMemberList,
-  memberClientUrl,
-  memberPid,
-  startEtcdMember,
-  waitMemberHealthy,
-  type EtcdMemberInfo,
-} from './etcd-member.js';
-import {
-  apiUrlOf,
-  daemonPid,
-  hostEndpoint,
-  hostEnv,
-  REPO_BIN,
-  startHostDaemon,
-  waitDaemonReady,
-} from './host-daemon.js';
+import { inNetns, killNetns, netnsPids, signal, stopped, waitExited, type PrivateDirs } from './procs.js';
+import { etcdMemberList, memberPid, startEtcdMember, waitMemberHealthy, type EtcdMemberInfo } from './etcd-member.js';
+import { daemonPid, hostEndpoint, hostEnv, REPO_BIN, startHostDaemon, waitDaemonReady } from './host-daemon.js';
+import { labPrefixes, pickSubnet, planLab, withSubnetLock } from './plan.js';
+import { destroyLab, pathExists, type DownReport } from './teardown.js';
 import { requestJson, tryRequestJson, type Endpoint, type HttpAnswer } from './http.js';
 
 export type { FailMode, LabHost, LabState } from './state.js';
 export { FAIL_MODES } from './state.js';
+export type { DownReport } from './teardown.js';
 
 export interface LabUpOptions {
   hosts: number;
@@ -135,14 +93,6 @@ export interface LabStatus {
   hosts: LabHostStatus[];
 }
 
-export interface DownReport {
-  prefix: string;
-  killed: number;
-  namespaces: string[];
-  links: string[];
-  dataDir: string | null;
-}
-
 type Step = (message: string) => void;
 
 function requireRoot(): void {
@@ -151,114 +101,6 @@ function requireRoot(): void {
       hint: 'run it as root, e.g. with sudo',
     });
   }
-}
-
-async function pathExists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return false;
-    throw err;
-  }
-}
-
-async function pickSubnet(requested: string | undefined): Promise<Subnet> {
-  if (requested !== undefined) {
-    const s = parseSubnet(requested);
-    if (!(await subnetFree(s.cidr))) {
-      throw new FdError('FD_LAB_SUBNET_IN_USE', `${s.cidr} overlaps a network this machine already routes`, {
-        hint: 'pick another --subnet (see "ip route"), or leave it out to get a free 10.77.N.0/24',
-      });
-    }
-    return s;
-  }
-  const taken = new Set<string>();
-  for (const p of await Lab.list()) {
-    const st = await readState(p).catch(() => undefined);
-    if (st) taken.add(st.subnet);
-  }
-  for (let n = 0; n < 256; n++) {
-    const s = parseSubnet(`${DEFAULT_SUBNET_BASE}.${n}.0/24`);
-    if (!taken.has(s.cidr) && (await subnetFree(s.cidr))) return s;
-  }
-  throw new FdError('FD_LAB_SUBNET_IN_USE', `every ${DEFAULT_SUBNET_BASE}.N.0/24 is in use`, {
-    hint: 'pass --subnet A.B.C.0/24, or remove labs with "flightdeck lab down"',
-  });
-}
-
-/** What a lab of `n` hosts on `subnet` consists of, before any of it exists. */
-function planLab(prefix: string, n: number, subnet: Subnet): LabState {
-  const hosts: LabHost[] = [];
-  for (let i = 1; i <= n; i++) {
-    const name = hostName(i);
-    const ip = hostIp(subnet, i);
-    hosts.push({
-      name,
-      index: i,
-      netns: netnsName(prefix, name),
-      ip,
-      apiUrl: apiUrlOf(ip),
-      dataDir: hostDataDir(prefix, name),
-      token: '',
-      veth: vethName(prefix, i),
-      etcdMember: i <= MAX_ETCD_MEMBERS ? memberClientUrl(ip) : null,
-    });
-  }
-  return {
-    version: 1,
-    prefix,
-    phase: 'creating',
-    subnet: subnet.cidr,
-    bridge: bridgeName(prefix),
-    gatewayIp: gatewayIp(subnet),
-    hosts,
-    etcdEndpoints: hosts.flatMap((h) => (h.etcdMember ? [h.etcdMember] : [])),
-    accel: '',
-    failures: {},
-    createdAt: new Date().toISOString(),
-  };
-}
-
-/**
- * Runs `fn` holding LAB_ROOT/.lock (a directory: mkdir is atomic). A lock older than 30 s is
- * left from a killed process and taken over.
- */
-async function withSubnetLock<T>(fn: () => Promise<T>): Promise<T> {
-  const lock = join(LAB_ROOT, '.lock');
-  for (let i = 0; ; i++) {
-    try {
-      await mkdir(lock);
-      break;
-    } catch (err) {
-      if (!isErrno(err, 'EEXIST')) throw err;
-      const age = Date.now() - (await stat(lock).catch(() => ({ mtimeMs: Date.now() }))).mtimeMs;
-      if (age > 30_000) await rmdir(lock).catch(() => undefined);
-      else if (i > 600)
-        throw new FdError('FD_LAB_BUSY', `${lock} is held by another "lab up"`, {
-          hint: `remove ${lock} if no "lab up" runs`,
-        });
-      await sleep(50);
-    }
-  }
-  try {
-    return await fn();
-  } finally {
-    await rmdir(lock).catch(() => undefined);
-    // Refused before anything was made: leave no empty LAB_ROOT behind (ENOTEMPTY otherwise).
-    await rmdir(LAB_ROOT).catch(() => undefined);
-  }
-}
-
-/** Unmounts anything mounted under `dir` (a disk mount a lab daemon left) before it is removed. */
-async function unmountUnder(dir: string): Promise<void> {
-  const info = await readFile('/proc/self/mountinfo', 'utf8');
-  const points = info
-    .split('\n')
-    .map((l) => l.split(' ')[4])
-    .filter((p): p is string => p !== undefined && (p === dir || p.startsWith(dir + '/')))
-    .sort((a, b) => b.length - a.length);
-  for (const p of points) await run('umount', ['-l', p], { allowFail: true });
 }
 
 export class Lab {
@@ -284,17 +126,8 @@ export class Lab {
   }
 
   /** Prefixes of the labs on this machine (with a state file or any namespace left). */
-  static async list(): Promise<string[]> {
-    const found = new Set<string>();
-    try {
-      for (const d of await readdir(LAB_ROOT, { withFileTypes: true }))
-        if (d.isDirectory() && isPrefix(d.name)) found.add(d.name);
-    } catch (err) {
-      if (!isErrno(err, 'ENOENT')) throw err;
-    }
-    const ns = await run('ip', ['netns', 'list'], { allowFail: true });
-    for (const m of ns.stdout.matchAll(/^fd-lab-([a-z0-9]+)-h\d+/gm)) found.add(m[1]!);
-    return [...found].sort();
+  static list(): Promise<string[]> {
+    return labPrefixes();
   }
 
   static async load(prefix = DEFAULT_PREFIX): Promise<Lab> {
@@ -414,55 +247,9 @@ export class Lab {
    * dnsmasq: everything in its namespaces or naming its data dir), namespaces, links, bridge,
    * nft table and data dirs. Works from names alone, so it finishes any partial state.
    */
-  static async destroy(prefix: string, onStep?: Step): Promise<DownReport> {
+  static destroy(prefix: string, onStep?: Step): Promise<DownReport> {
     requireRoot();
-    checkPrefix(prefix);
-    const step = onStep ?? (() => undefined);
-    const st = await readState(prefix).catch(() => undefined);
-    const namespaces = new Set(await labNamespaces(prefix));
-    for (const h of st?.hosts ?? []) if (await netnsExists(h.netns)) namespaces.add(h.netns);
-    step(`stopping the processes of ${namespaces.size} hosts`);
-    const killed = (await Promise.all([...namespaces].map((ns) => killNetns(ns)))).flat();
-    // Anything that left its namespace but still names the lab's data dir goes too.
-    const strays = await pidsMentioning(labDir(prefix) + '/');
-    signal(strays, 'SIGCONT');
-    signal(strays, 'SIGKILL');
-    await waitExited(strays, 10_000);
-    step('removing namespaces, links, bridge and nft rules');
-    const net = await removeLabNetwork(prefix);
-    let dataDir: string | null = null;
-    if (await pathExists(labDir(prefix))) {
-      step(`removing ${labDir(prefix)}`);
-      await unmountUnder(labDir(prefix));
-      await rm(labDir(prefix), { recursive: true, force: true });
-      dataDir = labDir(prefix);
-    }
-    await rmdir(LAB_ROOT).catch((err: unknown) => {
-      // Other labs still live there, or it was never made.
-      if (!isErrno(err, 'ENOTEMPTY') && !isErrno(err, 'ENOENT') && !isErrno(err, 'EEXIST')) throw err;
-    });
-    const left = [
-      ...(await labNamespaces(prefix)),
-      ...(await labLinks(prefix)),
-      ...((await hasIsolationTable(prefix)) ? [`nft table inet fdlab_${prefix}`] : []),
-      ...((await pathExists(labDir(prefix))) ? [labDir(prefix)] : []),
-    ];
-    if (left.length) {
-      throw new FdError(
-        'FD_LAB_DOWN_INCOMPLETE',
-        `lab "${prefix}" was not removed completely: ${left.join(', ')} remain`,
-        {
-          hint: 'run "flightdeck lab down" again; a busy mount or a process stuck in the kernel can hold a namespace',
-        },
-      );
-    }
-    return {
-      prefix,
-      killed: killed.length + strays.length,
-      namespaces: net.namespaces,
-      links: net.links,
-      dataDir,
-    };
+    return destroyLab(checkPrefix(prefix), onStep ?? (() => undefined));
   }
 
   down(onStep?: Step): Promise<DownReport> {
