@@ -24,6 +24,8 @@ interface QueryMigrate {
   ram?: { transferred: number; remaining: number; mbps: number; 'dirty-sync-count'?: number };
 }
 
+let runs = 0;
+
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
@@ -87,7 +89,9 @@ export async function plainCase(
   capMs: number,
 ): Promise<CaseResult> {
   const port = await freePort();
-  const src = qemu(dir, `${label}-src`, img, disk, memoryMiB, []);
+  // Socket files of an earlier round stay behind: every run gets its own names.
+  const tag = `${label}-${++runs}`;
+  const src = qemu(dir, `${tag}-src`, img, disk, memoryMiB, []);
   const watch = new HeartbeatWatch();
   let dst: ReturnType<typeof qemu> | undefined;
   const qmps: QmpClient[] = [];
@@ -96,7 +100,7 @@ export async function plainCase(
     const sq = await QmpClient.connect(src.qmp, { timeoutMs: 30_000 });
     qmps.push(sq);
     await settle(watch, dirtyMbOf(img.cmdline));
-    dst = qemu(dir, `${label}-dst`, img, disk, memoryMiB, ['-incoming', `tcp:127.0.0.1:${port}`]);
+    dst = qemu(dir, `${tag}-dst`, img, disk, memoryMiB, ['-incoming', `tcp:127.0.0.1:${port}`]);
     const target0 = dst;
     await waitFor(
       'target QMP socket',
