@@ -50,6 +50,7 @@ export interface HostAgentOptions {
 export class HostAgent {
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly activeMigrations = new Set<string>();
+  private publishingAlive = false;
   private readonly statuses = new Map<string, VmStatus>();
   private lease: ReturnType<Store['client']['lease']> | undefined;
   private stopWatch: (() => Promise<void>) | undefined;
@@ -87,9 +88,7 @@ export class HostAgent {
       ...rec,
       state: prev?.value.state === 'maintenance' ? 'maintenance' : 'online',
     });
-    this.lease = store.client.lease(ALIVE_TTL_S, { autoKeepAlive: true });
-    this.lease.on('lost', () => this.o.log.warn('host liveness lease lost; renewing'));
-    await store.put(`alive/${hostName}`, { name: hostName, since: rec.startedAt }, { lease: await this.lease.grant() });
+    await this.publishAlive(rec.startedAt);
     await this.o.provisioner.init();
 
     this.o.runtime.onChange((id, st) => void this.onRuntimeChange(id, st));
@@ -125,6 +124,45 @@ export class HostAgent {
         void this.withLock(e.value.id, () => this.reconcile(e.value.id)).catch(() => undefined);
       }
     });
+  }
+
+  /**
+   * The liveness key, bound to a short lease kept alive in the background. A lease that is
+   * lost (the host was cut off longer than its TTL) is gone for good: take a new one as soon
+   * as etcd answers again, so a host that comes back shows online again.
+   */
+  private async publishAlive(since: string): Promise<void> {
+    if (this.publishingAlive) return;
+    this.publishingAlive = true;
+    try {
+      await this.publishAliveLoop(since);
+    } finally {
+      this.publishingAlive = false;
+    }
+  }
+
+  private async publishAliveLoop(since: string): Promise<void> {
+    for (;;) {
+      if (this.closed) return;
+      try {
+        const lease = this.o.store.client.lease(ALIVE_TTL_S, { autoKeepAlive: true });
+        lease.on('lost', () => {
+          if (this.closed || this.lease !== lease) return;
+          this.o.log.warn('host liveness lease lost; taking a new one');
+          setTimeout(() => void this.publishAlive(since), 500).unref();
+        });
+        this.lease = lease;
+        await this.o.store.put(
+          `alive/${this.o.hostName}`,
+          { name: this.o.hostName, since },
+          { lease: await lease.grant() },
+        );
+        return;
+      } catch (err) {
+        this.o.log.warn('cannot publish host liveness yet', { err: String(err) });
+        await sleep(1000);
+      }
+    }
   }
 
   /** Serializes actions on one VM. */
@@ -444,6 +482,9 @@ export class HostAgent {
         id: vm.id,
         source: this.o.hostName,
         disks,
+        // Capabilities that must match on both ends (multifd, postcopy).
+        multifd: tunables.multifd,
+        postcopy: tunables.postcopy,
       },
     );
     const qmp = this.o.runtime.qmp(id);
@@ -572,6 +613,8 @@ export class HostAgent {
     id: string;
     source: string;
     disks: { id: string; sizeBytes: number; baseImage: string | null }[];
+    multifd?: boolean;
+    postcopy?: boolean;
   }): Promise<PreparedTarget & { diskPaths: Record<string, string> }> {
     return this.withLock(req.id, async () => {
       const { value: vm } = await this.o.vms.find(req.id);
@@ -603,6 +646,12 @@ export class HostAgent {
           });
         }
         const migPort = await freePort(listenHost);
+        await qmp.execute('migrate-set-capabilities', {
+          capabilities: [
+            { capability: 'multifd', state: req.multifd ?? false },
+            { capability: 'postcopy-ram', state: req.postcopy ?? false },
+          ],
+        });
         await qmp.execute('migrate-incoming', { uri: `tcp:${listenHost}:${migPort}` });
         return {
           nbd: { host: listenHost, port: nbdPort },

@@ -36,7 +36,11 @@ export class LeaderElection extends EventEmitter {
       this.log.info('elected leader of the cluster');
       this.emit('elected');
     });
+    let failed = false;
     c.on('error', (err: unknown) => {
+      // A campaign may report several errors; only its first starts a new campaign.
+      if (failed || this.campaign !== c) return;
+      failed = true;
       const was = this.isLeader;
       this.isLeader = false;
       if (was) this.emit('lost');

@@ -17,6 +17,9 @@ export type StoreEvent<T> = { type: 'put'; key: string; value: T } | { type: 'de
 
 export const ROOT = '/flightdeck/';
 
+/** Longest a single etcd call may take before it fails (and the client tries another member). */
+export const CALL_DEADLINE_MS = 5000;
+
 function decode<T>(kv: IKeyValue, prefixLen: number): Versioned<T> {
   return { key: kv.key.toString().slice(prefixLen), value: JSON.parse(kv.value.toString()) as T, rev: kv.mod_revision };
 }
@@ -28,7 +31,19 @@ export class Store {
     readonly endpoints: string[],
     readonly root = ROOT,
   ) {
-    this.client = new Etcd3({ hosts: endpoints, dialTimeout: 3000 });
+    this.client = new Etcd3({
+      hosts: endpoints,
+      dialTimeout: 3000,
+      // A member cut off from its peers accepts calls it cannot answer: without a deadline they
+      // hang forever. Unary calls get one (and fail over to another endpoint); streams (watches,
+      // lease keepalives) rely on gRPC keepalives to notice a dead connection.
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: new Date(Date.now() + CALL_DEADLINE_MS) }),
+      grpcOptions: {
+        'grpc.keepalive_time_ms': 2000,
+        'grpc.keepalive_timeout_ms': 2000,
+        'grpc.keepalive_permit_without_calls': 1,
+      },
+    });
   }
 
   private k(key: string): string {
