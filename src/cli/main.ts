@@ -53,9 +53,30 @@ export function printError(err: unknown, json: boolean): void {
   }
 }
 
-export async function main(argv: string[]): Promise<number> {
+/** Moves global options given before the noun (`--data-dir X vm list`) behind the verb. */
+function hoistGlobals(argv: string[]): string[] {
+  const lead: string[] = [];
+  let i = 0;
+  while (i < argv.length && argv[i]!.startsWith('--')) {
+    const name = argv[i]!.slice(2).split('=')[0]!;
+    const opt = (GLOBAL_OPTIONS as Record<string, { type: string }>)[name];
+    if (!opt) break;
+    const takesValue = opt.type === 'string' && !argv[i]!.includes('=');
+    lead.push(...argv.slice(i, i + (takesValue ? 2 : 1)));
+    i += takesValue ? 2 : 1;
+  }
+  if (!lead.length) return argv;
+  const rest = argv.slice(i);
+  const dd = rest.indexOf('--');
+  const at = Math.min(dd < 0 ? rest.length : dd, rest.length);
+  return [...rest.slice(0, at), ...lead, ...rest.slice(at)];
+}
+
+export async function main(rawArgv: string[]): Promise<number> {
   const commands = allCommands();
-  const json = argv.includes('--json');
+  const argv = hoistGlobals(rawArgv);
+  const dashDash = argv.indexOf('--');
+  const json = (dashDash < 0 ? argv : argv.slice(0, dashDash)).includes('--json');
   const [noun, verb, ...restAfterVerb] = argv;
   if (!noun || noun === '--help' || noun === '-h' || noun === 'help') {
     process.stdout.write(usage(commands) + '\n');
