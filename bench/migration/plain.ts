@@ -110,7 +110,12 @@ export async function plainCase(
       },
       { timeoutMs: 30_000, intervalMs: 10 },
     );
-    const dq = await QmpClient.connect(dst.qmp, { timeoutMs: 30_000 });
+    // The socket file exists a moment before QEMU listens on it: retry a refused connection.
+    const dq = await waitFor(
+      'target QMP connection',
+      () => QmpClient.connect(target0.qmp, { timeoutMs: 30_000 }).catch(() => undefined),
+      { timeoutMs: 30_000, intervalMs: 20 },
+    );
     qmps.push(dq);
     const target = dst;
     const attached = watch.attach(target.serial);
