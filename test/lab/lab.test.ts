@@ -21,10 +21,11 @@ import { CLI, type CliResult } from '../helpers/daemon.js';
 // A host's liveness lease has a 3 s TTL; lost shows within a few seconds of the fault.
 const LOST_TIMEOUT_MS = 30_000;
 /**
- * Why the partition test is marked todo: with call deadlines in the store (src/cluster/store.ts)
- * the cluster now sees a partitioned host lost, and a host re-grants a lost liveness lease
- * (src/cluster/host-agent.ts); it passed in the last runs (6-10 s), but one run took 150 s to
- * heal (gRPC reconnect backoff) and the heal path has not been made deterministic yet.
+ * Why the partition test is marked todo: unary etcd calls have no deadline (src/cluster/store.ts:
+ * a deadline tripped etcd3's circuit breaker under load in CI), so calls that land on the
+ * partitioned member can hang and the others may briefly see themselves lost. A host now takes
+ * a new liveness lease after losing one (src/cluster/host-agent.ts), and the test passed in
+ * recent runs, but not reliably enough to gate CI.
  */
 const PARTITION_TODO =
   'heal of a partitioned host: etcd client reconnection after a partition is slow and not yet reliable';
