@@ -51,11 +51,13 @@ export class HeartbeatWatch {
   }
 
   private open(path: string): Promise<void> {
-    const socket = this.attached++;
     return new Promise((resolve, reject) => {
+      let socket = -1;
       const s = connect(path);
       let buf = '';
       s.once('connect', () => {
+        // Counted on connect: refused attempts at a socket not yet listening do not count.
+        socket = this.attached++;
         this.sockets.push(s);
         resolve();
       });
