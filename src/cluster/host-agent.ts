@@ -559,7 +559,16 @@ export class HostAgent {
           `/api/v1/vms/${m.vmId}/migration/state`,
           { id: m.vmId },
         ).catch(() => undefined);
-        if (st?.qemuStatus === 'running') {
+        if (st === undefined) {
+          // The target may already run the guest: resuming here could make two copies. Leave
+          // the source paused and the intent in place; the next start of this daemon retries.
+          this.o.log.error('cannot reach the target of an interrupted migration; the VM stays paused here', {
+            vm: rec.name,
+            to: m.to,
+          });
+          continue;
+        }
+        if (st.qemuStatus === 'running') {
           this.o.log.warn('completing a migration whose daemon died after the target took over', {
             vm: rec.name,
             to: m.to,
