@@ -8,29 +8,15 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
 import { Lab } from '../../src/cluster/lab/lab.js';
-import { CLI, type CliResult } from '../helpers/daemon.js';
-import { spawn } from 'node:child_process';
+import type { CliResult } from '../helpers/daemon.js';
+import { labCli, labJson } from '../helpers/lab.js';
 import { waitFor } from '../../src/core/process.js';
 
 const PREFIX = `lm${process.pid % 10000}`;
 let lab: Lab;
 
-function cli(host: string, args: string[]): Promise<CliResult> {
-  const h = lab.state.hosts.find((x) => x.name === host)!;
-  return new Promise((resolve) => {
-    const c = spawn(process.execPath, [CLI, ...args, '--data-dir', h.dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-    c.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-    c.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
-  });
-}
-async function json<T>(host: string, args: string[]): Promise<T> {
-  const r = await cli(host, [...args, '--json']);
-  if (r.code !== 0) throw new Error(`${host}: flightdeck ${args.join(' ')}: ${r.stdout}${r.stderr}`);
-  return JSON.parse(r.stdout) as T;
-}
+const cli = (host: string, args: string[]): Promise<CliResult> => labCli(lab, host, args);
+const json = <T>(host: string, args: string[]): Promise<T> => labJson<T>(lab, host, args);
 
 /** Hosts whose data dir has a QEMU running for this VM id. */
 async function qemuHosts(id: string): Promise<string[]> {

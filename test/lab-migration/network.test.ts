@@ -7,29 +7,16 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { Lab } from '../../src/cluster/lab/lab.js';
-import { CLI, type CliResult } from '../helpers/daemon.js';
+import type { CliResult } from '../helpers/daemon.js';
+import { labCli, labJson } from '../helpers/lab.js';
 import { waitFor } from '../../src/core/process.js';
 import { parseProbeLine } from '../../src/host/images/probes.js';
 
 const PREFIX = `ln${process.pid % 10000}`;
 let lab: Lab;
 
-function cli(host: string, args: string[]): Promise<CliResult> {
-  const h = lab.state.hosts.find((x) => x.name === host)!;
-  return new Promise((resolve) => {
-    const c = spawn(process.execPath, [CLI, ...args, '--data-dir', h.dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-    c.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-    c.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
-  });
-}
-async function json<T>(host: string, args: string[]): Promise<T> {
-  const r = await cli(host, [...args, '--json']);
-  if (r.code !== 0) throw new Error(`${host}: flightdeck ${args.join(' ')}: ${r.stdout}${r.stderr}`);
-  return JSON.parse(r.stdout) as T;
-}
+const cli = (host: string, args: string[]): Promise<CliResult> => labCli(lab, host, args);
+const json = <T>(host: string, args: string[]): Promise<T> => labJson<T>(lab, host, args);
 
 // Runs inside another host's namespace: one connection, a numbered line every 20 ms, each
 // echo checked; on SIGTERM prints what it saw.
