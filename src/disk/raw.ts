@@ -8,6 +8,7 @@ import { run } from '../core/process.js';
 import type { BlockDevice, Extent, WriteOptions } from './block-device.js';
 import { vhdError } from './vhd/errors.js';
 import { openImageFile, readInto, writeAt } from './vhd/io.js';
+import { checkRange, checkWritable } from './io-range.js';
 
 const ZERO_CHUNK = 4 * 1024 * 1024;
 
@@ -112,22 +113,10 @@ export class RawImage implements BlockDevice {
   }
 
   private checkRange(offset: number, length: number): void {
-    if (
-      !Number.isSafeInteger(offset) ||
-      !Number.isSafeInteger(length) ||
-      offset < 0 ||
-      length < 0 ||
-      offset + length > this.sizeBytes
-    ) {
-      throw vhdError(
-        'FD_DISK_OUT_OF_RANGE',
-        `I/O at ${offset}+${length} is outside the disk (${this.sizeBytes} bytes)`,
-      );
-    }
-    if (this.closed) throw new Error(`${this.path} is closed`);
+    checkRange(this, this.closed, offset, length);
   }
 
   private checkWritable(): void {
-    if (this.readOnly) throw vhdError('FD_DISK_READ_ONLY', `${this.path} is open read-only`);
+    checkWritable(this);
   }
 }

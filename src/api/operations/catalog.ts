@@ -4,8 +4,7 @@ import { z } from 'zod';
 import { FdError } from '../../core/errors.js';
 import { Name, Size } from '../../cluster/model.js';
 import { defineOperation, defineTaskOperation } from '../operation.js';
-
-const Loose = z.looseObject({});
+import { Loose, flag } from './common.js';
 
 export const catalogOperations = [
   defineOperation({
@@ -34,11 +33,7 @@ export const catalogOperations = [
     http: { method: 'POST', path: '/images/:name/actions/build' },
     input: z.strictObject({
       name: z.literal('tiny').describe('which built-in image (tiny)'),
-      force: z
-        .union([z.boolean(), z.enum(['true', 'false'])])
-        .default(false)
-        .transform((v) => v === true || v === 'true')
-        .describe('rebuild even if cached'),
+      force: flag('rebuild even if cached'),
     }),
     permission: 'admin',
     cli: { noun: 'image', verb: 'build', args: ['name'] },

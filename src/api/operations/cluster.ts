@@ -3,8 +3,7 @@ import { z } from 'zod';
 import { Name } from '../../cluster/model.js';
 import { addMember, initCluster } from '../../cluster/membership.js';
 import { defineOperation } from '../operation.js';
-
-const Loose = z.looseObject({});
+import { Loose } from './common.js';
 
 export const clusterOperations = [
   defineOperation({

@@ -5,13 +5,8 @@ import { parseDurationMs } from '../../core/units.js';
 import { Name, Size } from '../../cluster/model.js';
 import { DEFAULT_TUNABLES } from '../../cluster/migration.js';
 import type { MigrationResult } from '../../cluster/migration.js';
-import { defineOperation, defineTaskOperation, type OpContext, type Route } from '../operation.js';
-
-const Bool = z.union([z.boolean(), z.enum(['true', 'false'])]).transform((v) => v === true || v === 'true');
-const ownerOf = async (ctx: OpContext, input: { id: string }): Promise<Route> => ({
-  host: (await ctx.svc.vms.find(input.id)).value.host,
-});
-const Loose = z.looseObject({});
+import { defineOperation, defineTaskOperation } from '../operation.js';
+import { Bool, Loose, ownerOf } from './common.js';
 
 const DiskPlan = z.strictObject({ id: z.string(), sizeBytes: z.number().int(), baseImage: z.string().nullable() });
 

@@ -4,8 +4,9 @@ import { FdError } from '../../core/errors.js';
 import { parseDurationMs } from '../../core/units.js';
 import { Name, RestartPolicy, Size } from '../../cluster/model.js';
 import type { VmView } from '../../cluster/vms.js';
-import { defineOperation, defineTaskOperation, type OpContext, type Route } from '../operation.js';
+import { defineOperation, defineTaskOperation, type OpContext } from '../operation.js';
 import { place } from '../../cluster/placement.js';
+import { flag, ownerOf } from './common.js';
 
 const VmRef = z.string().min(1).max(64).describe('VM name or id');
 const VmOut = z.looseObject({ id: z.string(), name: z.string(), state: z.string(), desired: z.string() });
@@ -66,11 +67,7 @@ export const VmCreateInput = z.strictObject({
   host: Name.optional().describe('run it on this host (default: placement chooses)'),
   antiAffinity: Name.optional().describe('keep it off hosts that run VMs of this group'),
   placementReasons: z.array(z.string().max(500)).max(100).optional().describe('set by the host that placed the VM'),
-  start: z
-    .union([z.boolean(), z.enum(['true', 'false'])])
-    .default(false)
-    .transform((v) => v === true || v === 'true')
-    .describe('start it once created'),
+  start: flag('start it once created'),
 });
 export type VmCreateInput = z.output<typeof VmCreateInput>;
 
@@ -102,11 +99,6 @@ function powerOp(
     },
   });
 }
-
-/** Calls about a VM run on the host that owns it. */
-const ownerOf = async (ctx: OpContext, input: { id: string }): Promise<Route> => ({
-  host: (await ctx.svc.vms.find(input.id)).value.host,
-});
 
 function refuse(code: `FD_${string}`, message: string, hint: string): never {
   throw new FdError(code, message, { hint, status: 409 });
@@ -189,11 +181,7 @@ export const vmOperations = [
     http: { method: 'DELETE', path: '/vms/:id' },
     input: z.strictObject({
       id: VmRef,
-      force: z
-        .union([z.boolean(), z.enum(['true', 'false'])])
-        .default(false)
-        .transform((v) => v === true || v === 'true')
-        .describe('stop it first if it runs'),
+      force: flag('stop it first if it runs'),
     }),
     permission: 'write',
     cli: { noun: 'vm', verb: 'delete', args: ['id'] },

@@ -31,6 +31,7 @@ import {
 } from './footer.js';
 import { MAX_VHD_BYTES, virtualSizeOf } from './geometry.js';
 import { Mutex, openImageFile, readAt, readInto, roundUp, SECTOR, writeAt } from './io.js';
+import { checkRange, checkWritable } from '../io-range.js';
 
 export interface VhdOpenOptions {
   write?: boolean;
@@ -344,23 +345,11 @@ export class VhdImage implements BlockDevice {
   // ---- private -------------------------------------------------------------------------------
 
   private checkRange(offset: number, length: number): void {
-    if (
-      !Number.isSafeInteger(offset) ||
-      !Number.isSafeInteger(length) ||
-      offset < 0 ||
-      length < 0 ||
-      offset + length > this.sizeBytes
-    ) {
-      throw vhdError(
-        'FD_DISK_OUT_OF_RANGE',
-        `I/O at ${offset}+${length} is outside the disk (${this.sizeBytes} bytes)`,
-      );
-    }
-    if (this.closed) throw new Error(`${this.path} is closed`);
+    checkRange(this, this.closed, offset, length);
   }
 
   private checkWritable(): void {
-    if (this.readOnly) throw vhdError('FD_DISK_READ_ONLY', `${this.path} is open read-only`);
+    checkWritable(this);
   }
 
   private async readInto(out: Buffer, outOff: number, offset: number, length: number): Promise<void> {
