@@ -23,6 +23,8 @@ import { createLocalRuntime } from '../cluster/runtime-local.js';
 import { Provisioner } from '../cluster/provisioner.js';
 import { createServer } from './server.js';
 import { LeaderElection } from '../cluster/leader.js';
+import { FailoverController } from '../cluster/failover.js';
+import { localFirst } from '../cluster/endpoints.js';
 import { loadClusterConfig } from '../cluster/membership.js';
 import { operations } from './operations/index.js';
 import { ensureSelfSignedCert } from './tls.js';
@@ -105,7 +107,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const embedded = !opts.etcd?.length && (!cluster || existsSync(join(dataDir, 'etcd', 'member.json')));
   const local = embedded ? (await ensureEmbeddedEtcd(dataDir, log)).clientUrl : undefined;
   const endpoints = opts.etcd?.length ? opts.etcd : [...new Set([...(local ? [local] : []), ...(cluster?.etcd ?? [])])];
-  const store = new Store(endpoints);
+  // This host's own member when it runs one (see cluster/endpoints.ts).
+  const storeEndpoints = local ? [local] : localFirst(endpoints, listenHost);
+  const store = new Store(storeEndpoints);
   const tokens = new TokenService(store);
   await tokens.init();
   await ensureLocalToken(dataDir, tokens);
@@ -136,7 +140,18 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     ...(tls ? { certPem: tls.cert } : {}),
     peerToken: (await readFile(join(dataDir, 'token'), 'utf8')).trim(),
     log,
+    dataDir,
+    etcdEndpoints: storeEndpoints,
   });
+  // The leader runs failover; a new leader picks up whatever the old one left (it is idempotent).
+  const failover = new FailoverController({
+    store,
+    hostName,
+    peerToken: (await readFile(join(dataDir, 'token'), 'utf8')).trim(),
+    log: log.child({ part: 'failover' }),
+  });
+  leader.on('elected', () => failover.start());
+  leader.on('lost', () => failover.stop());
   const tasks = new TaskManager(store, hostName, log);
   await tasks.init();
   const svc: Services = {
@@ -191,6 +206,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     svc,
     async close(closeOpts = {}) {
       supervising = false;
+      failover.stop();
       await leader.stop();
       await app.close();
       await tasks.drain();

@@ -66,6 +66,17 @@ export function registerMetrics(
           `flightdeck_vm_state{vm="${esc(vm.name)}",host="${esc(vm.host)}",state="${s}"} ${vm.state === s ? 1 : 0}`,
         );
     }
+    lines.push(
+      '# HELP flightdeck_vm_protection_state 1 for the mirroring state of a protected VM',
+      '# TYPE flightdeck_vm_protection_state gauge',
+    );
+    for (const vm of vms) {
+      if (!vm.protection) continue;
+      for (const s of ['syncing', 'protected', 'degraded'])
+        lines.push(
+          `flightdeck_vm_protection_state{vm="${esc(vm.name)}",standby="${esc(vm.protection.standby ?? '')}",state="${s}"} ${vm.protection.state === s ? 1 : 0}`,
+        );
+    }
     const gauge = (
       name: string,
       help: string,

@@ -29,8 +29,16 @@ import {
 import { qemuIds } from '../qemu/argv.js';
 import { sleep } from '../core/process.js';
 import { createServer as createNetServer } from 'node:net';
+import { Protection } from './protection.js';
+import { localFirst } from './endpoints.js';
+import { ensureKeeper, readKeeperState, stopKeeper } from './fence/keeper-process.js';
+import { readGuarded, writeGuarded } from './fence/files.js';
+import type { ProtectionRecord } from './model.js';
 
+/** Liveness lease TTL, held by the fence keeper; it fences this host's guarded VMs after FENCE_AFTER_MS. */
 const ALIVE_TTL_S = 3;
+const FENCE_AFTER_MS = 2000;
+const GUARD_TICK_MS = 500;
 
 export interface HostAgentOptions {
   store: Store;
@@ -45,20 +53,43 @@ export interface HostAgentOptions {
   /** This daemon's API token, for calls to other hosts (migration). */
   peerToken: string;
   log: Logger;
+  dataDir: string;
+  /** etcd endpoints for the fence keeper (the same the daemon uses). */
+  etcdEndpoints: string[];
 }
 
 export class HostAgent {
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly activeMigrations = new Set<string>();
-  private publishingAlive = false;
   private readonly statuses = new Map<string, VmStatus>();
-  private lease: ReturnType<Store['client']['lease']> | undefined;
+  /** Mirroring of this host's protected VMs, and the standby copies it serves for others. */
+  readonly protection: Protection;
+  private guardTimer: NodeJS.Timeout | undefined;
+  private guarding = false;
+  /** VMs the fence keeper killed that this host may restart once it holds its lease again. */
+  private readonly fencedPending = new Set<string>();
+  private lastFencedAt: string | null = null;
   private stopWatch: (() => Promise<void>) | undefined;
   private stopHostWatch: (() => Promise<void>) | undefined;
   private stopNetWatch: (() => Promise<void>) | undefined;
   private closed = false;
 
-  constructor(private o: HostAgentOptions) {}
+  constructor(private o: HostAgentOptions) {
+    this.protection = new Protection({
+      store: o.store,
+      runtime: o.runtime,
+      provisioner: o.provisioner,
+      hostName: o.hostName,
+      dataDir: o.dataDir,
+      apiUrl: () => this.o.apiUrl,
+      peerToken: o.peerToken,
+      log: o.log.child({ part: 'protection' }),
+      withLock: (id, fn) => this.withLock(id, fn),
+      placementHosts: () => this.placementHosts(),
+      placedVms: () => this.placedVms(),
+      adopted: (id) => this.adopt(id),
+    });
+  }
 
   /** The API URL is known only once the server listens (port 0 picks one). */
   setApiUrl(url: string): void {
@@ -88,10 +119,26 @@ export class HostAgent {
       ...rec,
       state: prev?.value.state === 'maintenance' ? 'maintenance' : 'online',
     });
-    await this.publishAlive(rec.startedAt);
+    // Guarded VMs are listed before the keeper runs: it must know what to fence from the start.
+    await this.syncGuarded();
+    await ensureKeeper({
+      endpoints: localFirst(this.o.etcdEndpoints, this.o.apiUrl),
+      hostName,
+      dataDir: this.o.dataDir,
+      ttlS: ALIVE_TTL_S,
+      fenceAfterMs: FENCE_AFTER_MS,
+    });
+    this.lastFencedAt = (await readKeeperState(this.o.dataDir))?.fencedAt ?? null;
+    this.o.runtime.setRestartGate((id) => this.mayRestart(id));
     await this.o.provisioner.init();
 
-    this.o.runtime.onChange((id, st) => void this.onRuntimeChange(id, st));
+    this.o.runtime.onChange(
+      (id, st) =>
+        void this.onRuntimeChange(id, st).catch((err: unknown) =>
+          // etcd may be out of reach (a partition); the next reconcile publishes again.
+          this.o.log.warn('cannot publish a VM state change', { vm: id, err: String(err) }),
+        ),
+    );
     const mine = (await store.list<VmRecord>('vms/')).filter((v) => v.value.host === hostName).map((v) => v.value);
     const found = await this.o.runtime.reattach(mine.map((v) => v.id));
     for (const vm of mine) {
@@ -116,6 +163,9 @@ export class HostAgent {
           .catch((err: unknown) => this.o.log.warn('cluster network refresh failed', { err: String(err) }));
       }, 300);
     };
+    this.protection.start();
+    this.guardTimer = setInterval(() => void this.guard(), GUARD_TICK_MS);
+    this.guardTimer.unref();
     this.stopHostWatch = await store.watch('hosts/', refreshNets);
     this.stopNetWatch = await store.watch('networks/', refreshNets);
     this.stopWatch = await store.watch<VmRecord>('vms/', (e) => {
@@ -126,43 +176,95 @@ export class HostAgent {
     });
   }
 
+  // ---- fencing (see fence/keeper-main.ts) ----
+
+  /** VMs this host must never run once it may have lost them: HA or protected, owned here. */
+  private async guardedIds(): Promise<string[]> {
+    const prot = new Set((await this.o.store.list<ProtectionRecord>('protection/')).map((p) => p.value.vmId));
+    return (await this.o.store.list<VmRecord>('vms/'))
+      .map((v) => v.value)
+      .filter((v) => v.host === this.o.hostName && (v.ha?.enabled || prot.has(v.id)))
+      .map((v) => v.id);
+  }
+
+  private async syncGuarded(extra: string[] = []): Promise<void> {
+    const ids = [...(await this.guardedIds()), ...extra];
+    const cur = await readGuarded(this.o.dataDir);
+    if (JSON.stringify([...new Set(ids)].sort()) !== JSON.stringify(cur)) await writeGuarded(this.o.dataDir, ids);
+  }
+
+  /** Whether the keeper holds a lease renewed recently enough that no one can have taken over. */
+  private async leaseHeld(): Promise<boolean> {
+    const st = await readKeeperState(this.o.dataDir);
+    return !!st?.leaseOk && !!st.lastOkAt && Date.now() - Date.parse(st.lastOkAt) < FENCE_AFTER_MS;
+  }
+
+  /** Restart gate for the runner: a guarded VM restarts here only while this host surely owns it. */
+  private async mayRestart(id: string): Promise<boolean> {
+    if (!(await readGuarded(this.o.dataDir)).includes(id)) return true;
+    if (!(await this.leaseHeld())) return false;
+    return (await this.o.store.get<VmRecord>(`vms/${id}`))?.value.host === this.o.hostName;
+  }
+
   /**
-   * The liveness key, bound to a short lease kept alive in the background. A lease that is
-   * lost (the host was cut off longer than its TTL) is gone for good: take a new one as soon
-   * as etcd answers again, so a host that comes back shows online again.
+   * Every GUARD_TICK_MS: keep the keeper's list current, and after a self-fence either restart
+   * the fenced VMs (the lease came back before anyone took them: ownership is confirmed in a
+   * transaction against this host's liveness key) or clean up after them (they run elsewhere).
    */
-  private async publishAlive(since: string): Promise<void> {
-    if (this.publishingAlive) return;
-    this.publishingAlive = true;
+  private async guard(): Promise<void> {
+    if (this.guarding || this.closed) return;
+    this.guarding = true;
     try {
-      await this.publishAliveLoop(since);
+      await this.syncGuarded();
+      const st = await readKeeperState(this.o.dataDir);
+      if (st?.fencedAt && st.fencedAt !== this.lastFencedAt) {
+        this.lastFencedAt = st.fencedAt;
+        for (const id of st.fenced) this.fencedPending.add(id);
+        this.o.log.warn('the fence keeper killed guarded VMs: this host lost its lease', { vms: st.fenced });
+      }
+      if (!this.fencedPending.size || !(await this.leaseHeld())) return;
+      const alive = await this.o.store.get<unknown>(`alive/${this.o.hostName}`);
+      for (const id of [...this.fencedPending]) {
+        await this.withLock(id, async () => {
+          const rec = await this.o.store.get<VmRecord>(`vms/${id}`);
+          const runtime = await this.o.runtime.status(id);
+          if (runtime.state === 'running' || runtime.state === 'paused') return;
+          if (!rec || rec.value.host !== this.o.hostName) {
+            this.o.log.warn('a fenced VM runs elsewhere now; removing what is left of it here', {
+              vm: id,
+              owner: rec?.value.host,
+            });
+            await this.o.runtime.cleanup(id).catch(() => undefined);
+            return;
+          }
+          if (rec.value.desired !== 'running' || !alive) return;
+          const kept = await this.o.store.txn({
+            expect: [
+              { key: `vms/${id}`, rev: rec.rev },
+              { key: `alive/${this.o.hostName}`, rev: alive.rev },
+            ],
+            put: [{ key: `vms/${id}`, value: { ...rec.value, updatedAt: new Date().toISOString() } }],
+          });
+          if (!kept) throw new Error('ownership changed while confirming it');
+          this.o.log.warn('restarting a fenced VM: this host kept it', { vm: rec.value.name });
+          await this.doStart(rec.value);
+        }).then(
+          () => this.fencedPending.delete(id),
+          (err: unknown) => this.o.log.warn('after a fence', { vm: id, err: String(err) }),
+        );
+      }
+    } catch (err) {
+      this.o.log.warn('guard step failed', { err: String(err) });
     } finally {
-      this.publishingAlive = false;
+      this.guarding = false;
     }
   }
 
-  private async publishAliveLoop(since: string): Promise<void> {
-    for (;;) {
-      if (this.closed) return;
-      try {
-        const lease = this.o.store.client.lease(ALIVE_TTL_S, { autoKeepAlive: true });
-        lease.on('lost', () => {
-          if (this.closed || this.lease !== lease) return;
-          this.o.log.warn('host liveness lease lost; taking a new one');
-          setTimeout(() => void this.publishAlive(since), 500).unref();
-        });
-        this.lease = lease;
-        await this.o.store.put(
-          `alive/${this.o.hostName}`,
-          { name: this.o.hostName, since },
-          { lease: await lease.grant() },
-        );
-        return;
-      } catch (err) {
-        this.o.log.warn('cannot publish host liveness yet', { err: String(err) });
-        await sleep(1000);
-      }
-    }
+  /** A VM this host now owns (failover): guarded before it starts, then started. */
+  private async adopt(id: string): Promise<void> {
+    await this.syncGuarded([id]);
+    const vm = (await this.o.vms.find(id)).value;
+    await this.doStart(vm);
   }
 
   /** Serializes actions on one VM. */
@@ -759,8 +861,15 @@ export class HostAgent {
     await this.stopWatch?.();
     await this.stopHostWatch?.();
     await this.stopNetWatch?.();
+    this.protection.close();
+    if (this.guardTimer) clearInterval(this.guardTimer);
     await Promise.allSettled([...this.locks.values()]);
-    await this.lease?.revoke().catch(() => undefined);
+    // The keeper outlives the daemon while guarded VMs run here: their liveness must not
+    // depend on the daemon. Otherwise it goes, and the host shows lost.
+    const guarded = await readGuarded(this.o.dataDir).catch(() => [] as string[]);
+    const running = await Promise.all(guarded.map((id) => this.o.runtime.status(id).catch(() => undefined)));
+    if (!running.some((st) => st?.state === 'running' || st?.state === 'paused'))
+      await stopKeeper(this.o.dataDir).catch(() => undefined);
     await this.o.runtime.close();
   }
 }

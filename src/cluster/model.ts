@@ -43,6 +43,16 @@ export const VmCdrom = z.strictObject({
   bus: z.enum(['sata', 'scsi']).default('sata'),
 });
 
+/** High availability: restart after a crash here, or on another host after this one is lost. */
+export const HaPolicy = z.strictObject({
+  enabled: z.boolean(),
+  /** Higher first when several VMs come back at once. */
+  priority: z.number().int().min(0).max(1000).default(0),
+  /** Crash restarts within 10 minutes before the VM is left stopped and reported. */
+  maxRestarts: z.number().int().min(0).max(100).default(3),
+});
+export type HaPolicy = z.infer<typeof HaPolicy>;
+
 export const VmRecord = z.strictObject({
   id: z.uuid(),
   name: Name,
@@ -60,6 +70,7 @@ export const VmRecord = z.strictObject({
   /** VMs of one group never share a host (placement keeps them apart). */
   antiAffinity: Name.nullable().default(null),
   desired: PowerState,
+  ha: HaPolicy.nullable().default(null),
   /** Host that should run this VM (ownership; moves only by transaction). */
   host: z.string(),
   image: Name.nullable(),
@@ -134,4 +145,34 @@ export interface HostRecord {
   startedAt: string;
   /** PEM of the host's self-signed API certificate, so other hosts can relay calls to it. */
   certPem?: string;
+}
+
+export type ProtectionState = 'syncing' | 'protected' | 'degraded';
+
+/**
+ * VM mirroring (protection/ID): a synchronous copy of the VM's disks on a standby host. The
+ * primary (the VM's host) writes it as the mirror's state changes; the leader reads it to
+ * decide whether a lost primary's VM can start on the standby without losing a write: only a
+ * `protected` record with a live standby qualifies.
+ */
+export interface ProtectionRecord {
+  vmId: string;
+  /** The standby the user asked for, or null: any host with room. */
+  requestedStandby: string | null;
+  /** Host running the VM when this was written. */
+  primary: string;
+  standby: string | null;
+  state: ProtectionState;
+  /** Bytes copied of the initial sync. */
+  progress: { done: number; total: number } | null;
+  lastError: string | null;
+  /** When the state last changed. */
+  since: string;
+  updatedAt: string;
+}
+
+/** What a standby serves for a mirror (its vdisk on TCP) and where its copies live. */
+export interface StandbyMirror {
+  host: string;
+  disks: { id: string; port: number; exportName: string; sync: 'top' | 'full'; path: string }[];
 }

@@ -190,6 +190,7 @@ export class Provisioner {
             ? []
             : [{ id: 'net0', mac, network: spec.network, ip: await this.allocateIp(spec.network, id) }],
         restartPolicy: spec.restartPolicy,
+        ha: null,
         antiAffinity: spec.antiAffinity ?? null,
         desired: 'stopped',
         host,
@@ -339,14 +340,15 @@ export class Provisioner {
   async prepareMigrationDisks(
     vmId: string,
     disks: { id: string; sizeBytes: number; baseImage: string | null }[],
+    /** Where the copies go: the VM's directory (migration) or a standby's mirror directory. */
+    dir = join(this.poolDir, 'vms', vmId),
   ): Promise<{ paths: Record<string, string>; sync: Record<string, 'top' | 'full'> }> {
-    const dir = join(this.poolDir, 'vms', vmId);
     await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { recursive: true });
     const paths: Record<string, string> = {};
     const sync: Record<string, 'top' | 'full'> = {};
     for (const d of disks) {
-      const path = this.migrationDiskPath(vmId, d.id);
+      const path = join(dir, `${d.id}.vhd`);
       const base = d.baseImage ? await this.o.store.get<ImageRecord>(`images/${d.baseImage}`) : undefined;
       if (
         base &&

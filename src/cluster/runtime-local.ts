@@ -119,7 +119,9 @@ export async function createLocalRuntime(o: {
       nics,
       serial: true,
       vnc: true,
-      restartPolicy: vm.restartPolicy,
+      // HA restarts a crashed VM here (within its budget) even when its own policy says never.
+      restartPolicy: vm.ha?.enabled && vm.restartPolicy === 'never' ? 'on-failure' : vm.restartPolicy,
+      ...(vm.ha?.enabled ? { maxRestarts: vm.ha.maxRestarts } : {}),
     };
   }
 
@@ -226,6 +228,9 @@ export async function createLocalRuntime(o: {
       await runner.remove(id).catch((err: unknown) => {
         if (!isFdError(err, 'FD_VM_NOT_FOUND')) throw err;
       });
+    },
+    setRestartGate(gate) {
+      runner.setRestartGate(gate);
     },
     onChange(l) {
       listeners.push(l);

@@ -51,5 +51,7 @@ export interface Runtime {
   cleanup(id: string): Promise<void>;
   /** Called when a VM's state changes on its own: crash, guest power-off, QEMU killed. */
   onChange(listener: (id: string, status: RuntimeStatus) => void): void;
+  /** Asked before a restart by policy; false holds it (see Runner.setRestartGate). */
+  setRestartGate(gate: (id: string) => Promise<boolean>): void;
   close(): Promise<void>;
 }

@@ -5,7 +5,7 @@
  * agent of the owning host under status/vms/ and merged into the view here.
  */
 import { FdError } from '../core/errors.js';
-import { VmRecord, type VmStatus } from './model.js';
+import { VmRecord, type ProtectionRecord, type VmStatus } from './model.js';
 import type { Store, Versioned } from './store.js';
 
 export interface VmView extends VmRecord {
@@ -13,6 +13,11 @@ export interface VmView extends VmRecord {
   pid: number | null;
   lastError: string | null;
   restarts: number;
+  /** Mirroring state, when the VM is protected (vm protect). */
+  protection: Pick<
+    ProtectionRecord,
+    'state' | 'primary' | 'standby' | 'requestedStandby' | 'since' | 'lastError' | 'progress'
+  > | null;
 }
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -20,9 +25,21 @@ const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 export class VmService {
   constructor(private readonly store: Store) {}
 
-  view(rec: VmRecord, status: VmStatus | undefined): VmView {
+  view(rec: VmRecord, status: VmStatus | undefined, prot?: ProtectionRecord): VmView {
     return {
       ...rec,
+      ha: rec.ha ?? null,
+      protection: prot
+        ? {
+            state: prot.state,
+            primary: prot.primary,
+            standby: prot.standby,
+            requestedStandby: prot.requestedStandby,
+            since: prot.since,
+            lastError: prot.lastError,
+            progress: prot.progress,
+          }
+        : null,
       state: status?.state ?? (rec.desired === 'stopped' ? 'stopped' : 'unknown'),
       pid: status?.pid ?? null,
       lastError: status?.lastError ?? null,
@@ -31,12 +48,16 @@ export class VmService {
   }
 
   async list(): Promise<VmView[]> {
-    const [recs, statuses] = await Promise.all([
+    const [recs, statuses, prots] = await Promise.all([
       this.store.list<VmRecord>('vms/'),
       this.store.list<VmStatus>('status/vms/'),
+      this.store.list<ProtectionRecord>('protection/'),
     ]);
     const byId = new Map(statuses.map((s) => [s.value.id, s.value]));
-    return recs.map((r) => this.view(r.value, byId.get(r.value.id))).sort((a, b) => a.name.localeCompare(b.name));
+    const protById = new Map(prots.map((p) => [p.value.vmId, p.value]));
+    return recs
+      .map((r) => this.view(r.value, byId.get(r.value.id), protById.get(r.value.id)))
+      .sort((a, b) => a.name.localeCompare(b.name));
   }
 
   async find(ref: string): Promise<Versioned<VmRecord>> {
@@ -53,7 +74,8 @@ export class VmService {
 
   async get(ref: string): Promise<VmView> {
     const rec = await this.find(ref);
-    return this.view(rec.value, await this.status(rec.value.id));
+    const prot = (await this.store.get<ProtectionRecord>(`protection/${rec.value.id}`))?.value;
+    return this.view(rec.value, await this.status(rec.value.id), prot);
   }
 
   async status(id: string): Promise<VmStatus | undefined> {

@@ -92,6 +92,8 @@ export type VmEventType =
   | 'repaired'
   | 'restarting'
   | 'restart-failed'
+  /** A restart by policy was not allowed now (the host lost its cluster lease); the agent decides later. */
+  | 'restart-held'
   | 'paused'
   | 'resumed'
   | 'reset'
@@ -167,6 +169,15 @@ export class VmRunner extends EventEmitter {
   private readonly locks = new Map<string, Promise<unknown>>();
   private readonly restartTimes = new Map<string, number[]>();
   private readonly pendingRestarts = new Map<string, NodeJS.Timeout>();
+  private restartGate: ((name: string) => Promise<boolean>) | undefined;
+
+  /**
+   * Asked before each restart by policy. A clustered host must not restart a guarded VM while
+   * it may have lost that VM to another host (its fence keeper just killed it for that reason).
+   */
+  setRestartGate(gate: (name: string) => Promise<boolean>): void {
+    this.restartGate = gate;
+  }
   private accelVerdict: Promise<Accel> | undefined;
   private runAsResolved: { user: string; uid: number; gid: number } | null | undefined;
   private ready: Promise<void> | undefined;
@@ -718,7 +729,7 @@ export class VmRunner extends EventEmitter {
     const windowMs = this.opts.restartWindowMs ?? 600_000;
     const now = Date.now();
     const times = (this.restartTimes.get(name) ?? []).filter((t) => now - t < windowMs);
-    if (times.length >= (this.opts.maxRestarts ?? 5)) {
+    if (times.length >= (record.spec.maxRestarts ?? this.opts.maxRestarts ?? 5)) {
       this.emitVm(name, 'restart-failed', { message: `gave up after ${times.length} restarts`, policy });
       return;
     }
@@ -729,9 +740,13 @@ export class VmRunner extends EventEmitter {
     const t = setTimeout(() => {
       this.pendingRestarts.delete(name);
       if (this.closed) return;
-      void this.withLock(name, () => this.startLocked(record.spec, record.restarts + 1)).catch((err: unknown) =>
-        this.emitVm(name, 'restart-failed', { message: (err as Error).message }),
-      );
+      void (async () => {
+        if (this.restartGate && !(await this.restartGate(name).catch(() => false))) {
+          this.emitVm(name, 'restart-held', { policy });
+          return;
+        }
+        await this.withLock(name, () => this.startLocked(record.spec, record.restarts + 1));
+      })().catch((err: unknown) => this.emitVm(name, 'restart-failed', { message: (err as Error).message }));
     }, delayMs);
     this.pendingRestarts.set(name, t);
   }

@@ -12,7 +12,14 @@ import { startNbdServer, type NbdServer } from '../disk/nbd/server.js';
 import type { BlockDevice } from '../disk/block-device.js';
 
 export interface VdiskConfig {
-  exports: Array<{ image: string; socketPath: string; exportName: string; readOnly: boolean }>;
+  exports: Array<{
+    image: string;
+    socketPath: string;
+    exportName: string;
+    readOnly: boolean;
+    /** Serve on TCP instead of the unix socket (the standby's mirror target, see cluster/protection). */
+    tcp?: { host: string; port: number };
+  }>;
 }
 
 async function main(configPath: string): Promise<number> {
@@ -30,7 +37,14 @@ async function main(configPath: string): Promise<number> {
       const device = await openDisk(e.image, { write: !e.readOnly });
       devices.push(device);
       servers.push(
-        await startNbdServer({ socketPath: e.socketPath, device, exportName: e.exportName, readOnly: e.readOnly, log }),
+        await startNbdServer({
+          socketPath: e.socketPath,
+          device,
+          exportName: e.exportName,
+          readOnly: e.readOnly,
+          log,
+          ...(e.tcp ? { tcp: e.tcp } : {}),
+        }),
       );
     }
     process.stdout.write(

@@ -26,6 +26,7 @@ export const VDISK_MAIN = fileURLToPath(new URL('./vdisk-main.js', import.meta.u
 
 export async function startVdisk(o: StartVdiskOptions): Promise<ProcIdentity> {
   for (const e of o.exports) {
+    if (e.tcp) continue;
     await unlink(e.socketPath).catch((err: unknown) => {
       if (!isErrno(err, 'ENOENT')) throw err;
     });
@@ -49,21 +50,21 @@ export async function startVdisk(o: StartVdiskOptions): Promise<ProcIdentity> {
   for (const e of o.exports) {
     for (;;) {
       if (exited || !isRunning(id)) throw await startFailed(o, `exited (${exited?.code ?? exited?.signal ?? '?'})`);
-      if (await canConnect(e.socketPath)) break;
+      if (await canConnect(e.tcp ?? { path: e.socketPath })) break;
       if (Date.now() > deadline) {
         await terminate(id, 1000);
         throw await startFailed(o, 'did not open its sockets in time');
       }
       await sleep(20);
     }
-    if (o.socketOwner) await chown(e.socketPath, o.socketOwner.uid, o.socketOwner.gid);
+    if (o.socketOwner && !e.tcp) await chown(e.socketPath, o.socketOwner.uid, o.socketOwner.gid);
   }
   return id;
 }
 
-function canConnect(path: string): Promise<boolean> {
+function canConnect(to: { path: string } | { host: string; port: number }): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = connect({ path });
+    const s = connect(to);
     s.once('connect', () => {
       s.destroy();
       resolve(true);

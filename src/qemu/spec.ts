@@ -119,6 +119,8 @@ export const VmSpec = z
     /** VNC on a unix socket (the console proxy tunnels it); adds a VGA device. */
     vnc: z.boolean().default(false),
     restartPolicy: z.enum(['never', 'on-failure', 'always']).default('never'),
+    /** Restarts by policy within the runner's window before it gives up (default: the runner's). */
+    maxRestarts: z.number().int().min(0).max(100).optional(),
   })
   .strict();
 

@@ -4,12 +4,14 @@ import { catalogOperations, networkOperations } from './catalog.js';
 import { clusterOperations } from './cluster.js';
 import { migrationOperations } from './migration.js';
 import { ovfOperations } from './ovf.js';
+import { protectionOperations } from './protection.js';
 import { taskOperations } from './tasks.js';
 import { tokenOperations } from './tokens.js';
 import { vmOperations } from './vms.js';
 
 export const operations: Operation[] = [
   ...vmOperations,
+  ...protectionOperations,
   ...catalogOperations,
   ...networkOperations,
   ...ovfOperations,

@@ -44,6 +44,11 @@ export const serveCommands: CommandDef[] = [
         throw new FdError('FD_CLI_BAD_ARGS', `--default-network must be nat or user, not "${net}"`);
       }
       const hostName = optString(input, 'host-name');
+      // A daemon must not die of one failed background call (etcd out of reach during a
+      // partition rejects them all): log it; the loops that made it retry on their own.
+      process.on('unhandledRejection', (err: unknown) =>
+        log.error('unhandled rejection', { err: err instanceof Error ? (err.stack ?? err.message) : String(err) }),
+      );
       const { startDaemon } = await import('../../api/daemon.js');
       const daemon = await startDaemon({
         dataDir,

@@ -472,6 +472,7 @@ async function commit(
         cdroms: vm.cdroms,
         nics,
         restartPolicy: 'never',
+        ha: null,
         antiAffinity: null,
         desired: 'stopped',
         host: host.hostName,

@@ -17,7 +17,13 @@ import { NbdConnection, type NbdExport } from './connection.js';
 import { IoOrder } from './io-order.js';
 
 export interface NbdServerOptions {
+  /** Unix socket to listen on; ignored when `tcp` is given. */
   socketPath: string;
+  /**
+   * Listen on TCP instead (a mirror target reached from another host). The export name is then
+   * the capability: only the host that was told it can attach.
+   */
+  tcp?: { host: string; port: number };
   device: BlockDevice;
   /** Export name clients ask for; '' (the default) is what `nbd+unix:///?socket=` asks for. */
   exportName?: string;
@@ -72,9 +78,17 @@ export async function startNbdServer(opts: NbdServerOptions): Promise<NbdServer>
   });
   server.on('error', (err) => log.error('nbd server error', { err: err.message }));
 
-  await listenUnix(server, opts.socketPath);
-  await chmod(opts.socketPath, 0o600);
-  log.info('nbd server listening', { socket: opts.socketPath, export: exp.name, readOnly: exp.readOnly });
+  if (opts.tcp) {
+    await listenTcp(server, opts.tcp.host, opts.tcp.port);
+  } else {
+    await listenUnix(server, opts.socketPath);
+    await chmod(opts.socketPath, 0o600);
+  }
+  log.info('nbd server listening', {
+    socket: opts.tcp ? `${opts.tcp.host}:${opts.tcp.port}` : opts.socketPath,
+    export: exp.name,
+    readOnly: exp.readOnly,
+  });
 
   let closed: Promise<void> | null = null;
   return {
@@ -103,14 +117,32 @@ export async function startNbdServer(opts: NbdServerOptions): Promise<NbdServer>
         await order.idle();
         if (!exp.readOnly) await exp.device.flush();
         await stopped;
-        await unlink(opts.socketPath).catch((err: unknown) => {
-          if (!isErrno(err, 'ENOENT')) throw err;
-        });
+        if (!opts.tcp)
+          await unlink(opts.socketPath).catch((err: unknown) => {
+            if (!isErrno(err, 'ENOENT')) throw err;
+          });
         log.info('nbd server closed', { socket: opts.socketPath });
       })();
       return closed;
     },
   };
+}
+
+function listenTcp(server: Server, host: string, port: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onError = (err: Error) =>
+      reject(
+        new FdError('FD_NBD_LISTEN_FAILED', `cannot listen on ${host}:${port}: ${err.message}`, {
+          hint: 'pick another port, or check that the address belongs to this host',
+          cause: err,
+        }),
+      );
+    server.once('error', onError);
+    server.listen({ host, port }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
 }
 
 /** Listens on a unix socket, replacing a stale socket file but never a live server's. */
