@@ -149,7 +149,7 @@ export class HostAgent {
       this.o.log.error('migration recovery failed', { err: String(err) }),
     );
     for (const vm of mine)
-      void this.withLock(vm.id, () => this.reconcile(vm.id)).catch((err: unknown) =>
+      void this.withLock(vm.id, () => this.reconcile(vm.id, { boot: true })).catch((err: unknown) =>
         this.o.log.error('reconcile failed', { vm: vm.name, err: String(err) }),
       );
     // Cluster networks follow hosts and VMs (flood lists, DHCP bindings).
@@ -199,11 +199,19 @@ export class HostAgent {
     return !!st?.leaseOk && !!st.lastOkAt && Date.now() - Date.parse(st.lastOkAt) < FENCE_AFTER_MS;
   }
 
-  /** Restart gate for the runner: a guarded VM restarts here only while this host surely owns it. */
+  /**
+   * Restart gate for the runner: a VM restarts here only while this host owns it (a VM that
+   * failed over while this host was down must not come back here too), and a guarded one only
+   * while the keeper's lease is fresh. Unknown (etcd out of reach) means no.
+   */
   private async mayRestart(id: string): Promise<boolean> {
+    const owner = await this.o.store.get<VmRecord>(`vms/${id}`).then(
+      (r) => r?.value.host,
+      () => undefined,
+    );
+    if (owner !== this.o.hostName) return false;
     if (!(await readGuarded(this.o.dataDir)).includes(id)) return true;
-    if (!(await this.leaseHeld())) return false;
-    return (await this.o.store.get<VmRecord>(`vms/${id}`))?.value.host === this.o.hostName;
+    return this.leaseHeld();
   }
 
   /**
@@ -300,7 +308,7 @@ export class HostAgent {
   }
 
   /** Brings a VM's actual state to its desired state (after a restart, or a record change). */
-  private async reconcile(id: string): Promise<void> {
+  private async reconcile(id: string, opts: { boot?: boolean } = {}): Promise<void> {
     const rec = await this.o.store.get<VmRecord>(`vms/${id}`);
     if (!rec || rec.value.host !== this.o.hostName || this.closed) return;
     const vm = rec.value;
@@ -309,7 +317,10 @@ export class HostAgent {
     if (vm.desired === 'running' && !running) {
       // A crash is the runner's to handle by policy; reconcile only restores VMs that should
       // run and are simply not there (host reboot, daemon killed mid-start).
-      if (st.state === 'crashed' || st.state === 'starting' || st.state === 'unknown') {
+      // An HA VM whose host went down with it (killed, rebooted) starts again when the host
+      // returns, unless it runs elsewhere now (then this host no longer owns it).
+      const hostCameBack = opts.boot === true && vm.ha?.enabled === true && st.state === 'crashed';
+      if (!hostCameBack && (st.state === 'crashed' || st.state === 'starting' || st.state === 'unknown')) {
         await this.publish(id, st);
         return;
       }

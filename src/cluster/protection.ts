@@ -250,10 +250,14 @@ export class Protection {
         await this.setState(rec, { state: 'syncing', progress: { done, total } });
       return;
     }
-    // No complete set of jobs: (re)start the mirror, after the old pieces are gone.
-    if (jobs.length) await this.cancelJobs(vm, false);
-    if (rec.state === 'protected')
-      await this.setState(rec, { state: 'degraded', lastError: 'the mirror stopped (I/O error or QEMU restart)' });
+    // No complete set of jobs: (re)start the mirror, after the old pieces (jobs, and the NBD
+    // nodes a failed job leaves behind) are gone.
+    await this.cancelJobs(vm, false);
+    if (rec.state !== 'degraded' && rec.standby)
+      await this.setState(rec, {
+        state: 'degraded',
+        lastError: `the mirror to ${rec.standby} stopped (standby lost, I/O error or QEMU restart)`,
+      });
     if ((this.retryAt.get(vmId) ?? 0) > Date.now()) return;
     this.retryAt.set(vmId, Date.now() + RETRY_AFTER_MS);
     const standby = await this.chooseStandby(vm, rec, alive);
@@ -301,15 +305,25 @@ export class Protection {
         return { id: dk.id, sizeBytes: r.sizeBytes, baseImage: r.baseImage };
       }),
     );
+    let mirror: StandbyMirror;
+    try {
+      mirror = await callPeer<StandbyMirror>(
+        host,
+        this.d.peerToken,
+        'POST',
+        `/api/v1/vms/${vm.id}/protection/prepare`,
+        { id: vm.id, primary: this.d.hostName, disks },
+        30_000,
+      );
+    } catch (err) {
+      await this.setState(rec, {
+        state: 'degraded',
+        primary: this.d.hostName,
+        lastError: `standby ${standby} cannot take a copy: ${(err as Error).message}`,
+      });
+      return;
+    }
     await this.setState(rec, { state: 'syncing', standby, progress: null, lastError: null, primary: this.d.hostName });
-    const mirror = await callPeer<StandbyMirror>(
-      host,
-      this.d.peerToken,
-      'POST',
-      `/api/v1/vms/${vm.id}/protection/prepare`,
-      { id: vm.id, primary: this.d.hostName, disks },
-      30_000,
-    );
     const qmp = this.d.runtime.qmp(vm.id);
     try {
       for (const dk of mirror.disks) {

@@ -17,6 +17,7 @@ interface Vm {
   state: string;
   desired: string;
   pid: number | null;
+  lastError?: string | null;
 }
 interface Task {
   id: string;
@@ -273,4 +274,44 @@ test('OpenAPI, docs and metrics are served', async () => {
   assert.match(text, /flightdeck_host_memory_free_bytes\{host="[^"]+"\} \d+/);
   assert.match(text, /flightdeck_api_request_seconds_count\{method="GET",route="\/api\/v1\/vms\/:id"\} \d+/);
   assert.match(text, /flightdeck_vm_state\{vm="[^"]+",host="[^"]+",state="stopped"\} 1/);
+});
+
+test('HA restarts a crashed VM within its budget, then leaves it down and says why', async () => {
+  await d.json(['vm', 'create', 'crashy', '--image', 'tiny', '--memory', '128M']);
+  const ha = await d.json<{ ha: { enabled: boolean; maxRestarts: number } }>([
+    'vm',
+    'ha',
+    'crashy',
+    '--enable',
+    '--max-restarts',
+    '2',
+  ]);
+  assert.deepEqual([ha.ha.enabled, ha.ha.maxRestarts], [true, 2]);
+  await d.json(['vm', 'start', 'crashy']);
+  const { id } = await d.json<Vm>(['vm', 'show', 'crashy']);
+  let last = 0;
+  for (let i = 0; i < 3; i++) {
+    const [pid] = await waitFor(
+      'a new QEMU for crashy',
+      async () => {
+        const q = await qemusOf(id);
+        return q.length === 1 && q[0] !== last ? q : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 100 },
+    );
+    last = pid!;
+    process.kill(last, 'SIGKILL');
+  }
+  const down = await waitFor(
+    'the restart budget spent',
+    async () => {
+      const v = await d.json<Vm>(['vm', 'show', 'crashy']);
+      return v.state === 'crashed' && /gave up/.test(v.lastError ?? '') ? v : undefined;
+    },
+    { timeoutMs: 30_000, intervalMs: 200 },
+  );
+  assert.equal(down.desired, 'running');
+  await sleep(1500);
+  assert.deepEqual(await qemusOf(id), [], 'no restart after the budget');
+  await d.json(['vm', 'delete', 'crashy', '--force', 'true']);
 });

@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { FdError } from '../../core/errors.js';
 import { Name } from '../../cluster/model.js';
 import { defineOperation, defineTaskOperation } from '../operation.js';
-import { Bool, Loose, ownerOf } from './common.js';
+import { Loose, ownerOf } from './common.js';
 
 const VmRef = z.string().min(1).max(64).describe('VM name or id');
 const DiskPlan = z.strictObject({ id: z.string(), sizeBytes: z.number().int(), baseImage: z.string().nullable() });
@@ -19,8 +19,8 @@ export const protectionOperations = [
     http: { method: 'POST', path: '/vms/:id/ha' },
     input: z.strictObject({
       id: VmRef,
-      enable: Bool.optional().describe('turn HA on'),
-      disable: Bool.optional().describe('turn HA off'),
+      enable: z.boolean().optional().describe('turn HA on'),
+      disable: z.boolean().optional().describe('turn HA off'),
       priority: z.coerce.number().int().min(0).max(1000).optional().describe('higher restarts first (default 0)'),
       maxRestarts: z.coerce
         .number()

@@ -1,0 +1,265 @@
+/**
+ * Failover clustering and VM mirroring across real network namespaces (the lab: three hosts,
+ * their own daemons and fence keepers, a 3-member etcd). For each failure of a protected VM's
+ * primary (kill, partition, freeze, the leader itself) the VM comes back on its standby; for
+ * a lost standby it keeps running and re-syncs elsewhere; a planned failover moves it live.
+ * After each: exactly one QEMU for the VM across all hosts, and the counter the guest finds on
+ * its disk when it boots on the standby (FD-COUNTER-START) is at least the last value it
+ * printed before the failure: nothing it was told was written is lost.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { Lab } from '../../src/cluster/lab/lab.js';
+import { waitFor, sleep } from '../../src/core/process.js';
+import { labCli, labJson, labQemuHosts, labSerial, lastProbe } from '../helpers/lab.js';
+
+const PREFIX = `ha${process.pid % 10000}`;
+let lab: Lab;
+
+interface Vm {
+  id: string;
+  name: string;
+  host: string;
+  state: string;
+  pid: number | null;
+  lastError: string | null;
+  protection: { state: string; primary: string; standby: string | null; lastError: string | null } | null;
+}
+interface Host {
+  name: string;
+  state: string;
+  leader: boolean;
+}
+interface Task {
+  id: string;
+  state: string;
+  result: { from: string; to: string; pausedMs: number } | null;
+  error: { code: string; message: string } | null;
+}
+
+const json = <T>(host: string, args: string[]): Promise<T> => labJson<T>(lab, host, args);
+const show = (via: string, name: string): Promise<Vm> => json<Vm>(via, ['vm', 'show', name]);
+const others = (...not: string[]): string[] => ['h1', 'h2', 'h3'].filter((h) => !not.includes(h));
+
+before(async () => {
+  lab = await Lab.up({ hosts: 3, prefix: PREFIX, force: true });
+  const r = await labCli(lab, 'h1', ['image', 'build', 'tiny']);
+  assert.equal(r.code, 0, r.stderr);
+});
+after(async () => {
+  await Lab.destroy(PREFIX);
+});
+
+async function leader(): Promise<string> {
+  return waitFor(
+    'a leader',
+    async () => (await json<Host[]>('h1', ['host', 'list']).catch(() => [] as Host[])).find((h) => h.leader)?.name,
+    { timeoutMs: 30_000, intervalMs: 300 },
+  );
+}
+
+/** A running tiny VM on `primary`, mirrored to `standby`, that has written a few counters. */
+async function protectedVm(name: string, primary: string, standby: string): Promise<Vm> {
+  await json(primary, [
+    'vm',
+    'create',
+    name,
+    '--image',
+    'tiny',
+    '--memory',
+    '128M',
+    '--host',
+    primary,
+    '--start',
+    'true',
+  ]);
+  const vm = await show(primary, name);
+  const task = await json<Task>(primary, ['vm', 'protect', name, '--standby', standby]);
+  assert.equal(task.state, 'succeeded', JSON.stringify(task.error));
+  const shown = await show(primary, name);
+  assert.equal(shown.protection?.state, 'protected');
+  assert.equal(shown.protection?.standby, standby);
+  // Writes keep going while protected: the counter advances past what the sync copied.
+  const before = lastProbe(await labSerial(lab, primary, vm.id), 'FD-COUNTER') ?? 0n;
+  await waitFor(
+    'the guest writing counters',
+    async () =>
+      (lastProbe(await labSerial(lab, primary, vm.id), 'FD-COUNTER') ?? 0n) > before + 3n ? true : undefined,
+    { timeoutMs: 60_000, intervalMs: 200 },
+  );
+  return vm;
+}
+
+/** Waits until `name` runs on `host` (asked through `via`). */
+async function runningOn(via: string, name: string, host: string, timeoutMs = 60_000): Promise<Vm> {
+  return waitFor(
+    `${name} running on ${host}`,
+    async () => {
+      const v = await show(via, name).catch(() => undefined);
+      return v?.host === host && v.state === 'running' ? v : undefined;
+    },
+    { timeoutMs, intervalMs: 200 },
+  );
+}
+
+/** The guest booted on `host` found at least `printed` on its disk. */
+async function assertNoLostWrite(host: string, id: string, printed: bigint): Promise<void> {
+  const start = await waitFor(
+    'the guest reading its counter at boot',
+    async () => lastProbe(await labSerial(lab, host, id), 'FD-COUNTER-START') ?? undefined,
+    { timeoutMs: 60_000, intervalMs: 200 },
+  );
+  assert.ok(start >= printed, `counter on disk ${start} < last acknowledged ${printed}: a write was lost`);
+}
+
+async function exactlyOnce(id: string, host: string): Promise<void> {
+  // A thawed or reconnected host kills its stale copy at once; give it a moment, then demand one.
+  const hosts = await waitFor(
+    'one QEMU for the VM',
+    async () => {
+      const hs = await labQemuHosts(lab, id);
+      return hs.length === 1 ? hs : undefined;
+    },
+    { timeoutMs: 15_000, intervalMs: 100 },
+  );
+  assert.deepEqual(hosts, [host]);
+  await sleep(3000); // nothing restarts it on the old host afterwards
+  assert.deepEqual(await labQemuHosts(lab, id), [host]);
+}
+
+async function unplannedFailover(mode: 'kill' | 'partition' | 'freeze', name: string, primary: string): Promise<void> {
+  const [standby, third] = others(primary);
+  const vm = await protectedVm(name, primary, standby!);
+  await lab.fail(primary, mode);
+  const printed = lastProbe(await labSerial(lab, primary, vm.id), 'FD-COUNTER') ?? 0n;
+  await runningOn(third!, name, standby!);
+  await assertNoLostWrite(standby!, vm.id, printed);
+  if (mode !== 'freeze') assert.deepEqual(await labQemuHosts(lab, vm.id), [standby]);
+  await lab.heal(primary);
+  await lab.waitHostStates(third!, { online: ['h1', 'h2', 'h3'] }, 60_000);
+  await exactlyOnce(vm.id, standby!);
+  const after = await show(third!, name);
+  assert.equal(after.host, standby, 'the returning host does not take its VM back');
+  // The VM is mirrored again, to a host that is not its own.
+  const again = await waitFor(
+    'the mirror re-established',
+    async () => {
+      const v = await show(third!, name);
+      return v.protection?.state === 'protected' ? v : undefined;
+    },
+    { timeoutMs: 90_000, intervalMs: 300 },
+  );
+  assert.notEqual(again.protection?.standby, standby);
+  await json(third!, ['vm', 'delete', name, '--force', 'true']);
+}
+
+test('kill of the primary: the VM runs on its standby, once, with every acknowledged write', async () => {
+  const l = await leader();
+  await unplannedFailover('kill', 'hakill', others(l)[0]!);
+});
+
+test('partition of the primary: it fences itself, the standby takes over, and the host returns without its VM', async () => {
+  const l = await leader();
+  await unplannedFailover('partition', 'hapart', others(l)[0]!);
+});
+
+test('freeze of the primary: the standby takes over; thawed, the old host kills its stale copy', async () => {
+  const l = await leader();
+  await unplannedFailover('freeze', 'hafrz', others(l)[0]!);
+});
+
+test('kill of the leader while it is the primary: a new leader fails the VM over', async () => {
+  await unplannedFailover('kill', 'haldr', await leader());
+});
+
+test('kill of the standby: the VM keeps running degraded, then re-syncs to another host', async () => {
+  const vm = await protectedVm('hasby', 'h1', 'h2');
+  const pid = (await show('h1', 'hasby')).pid;
+  await lab.fail('h2', 'kill');
+  const resynced = await waitFor(
+    'protected again on h3',
+    async () => {
+      const v = await show('h1', 'hasby');
+      return v.protection?.state === 'protected' && v.protection.standby === 'h3' ? v : undefined;
+    },
+    { timeoutMs: 90_000, intervalMs: 300 },
+  );
+  assert.equal(resynced.host, 'h1');
+  assert.equal(resynced.pid, pid, 'the guest never stopped');
+  const n = lastProbe(await labSerial(lab, 'h1', vm.id), 'FD-COUNTER') ?? 0n;
+  await waitFor(
+    'writes going on',
+    async () => ((lastProbe(await labSerial(lab, 'h1', vm.id), 'FD-COUNTER') ?? 0n) > n ? true : undefined),
+    { timeoutMs: 30_000, intervalMs: 200 },
+  );
+  await lab.heal('h2');
+  assert.deepEqual(await labQemuHosts(lab, vm.id), ['h1']);
+  await json('h1', ['vm', 'delete', 'hasby', '--force', 'true']);
+});
+
+test('planned failover moves a protected VM to its standby live, and the mirror turns around', async () => {
+  const vm = await protectedVm('haplan', 'h2', 'h3');
+  const hbBefore = lastProbe(await labSerial(lab, 'h2', vm.id), 'FD-HB') ?? 0n;
+  const task = await json<Task>('h1', ['vm', 'failover', 'haplan']);
+  assert.equal(task.state, 'succeeded', JSON.stringify(task.error));
+  assert.equal(task.result?.to, 'h3');
+  const moved = await runningOn('h1', 'haplan', 'h3');
+  assert.deepEqual(await labQemuHosts(lab, vm.id), ['h3']);
+  // Same guest, not a reboot: its heartbeat sequence goes on, and it never re-read its counter.
+  const hb = await waitFor(
+    'heartbeats on h3',
+    async () => lastProbe(await labSerial(lab, 'h3', vm.id), 'FD-HB') ?? undefined,
+    { timeoutMs: 30_000, intervalMs: 200 },
+  );
+  assert.ok(hb > hbBefore, `heartbeat ${hb} on h3 does not continue ${hbBefore}`);
+  assert.equal(lastProbe(await labSerial(lab, 'h3', vm.id), 'FD-COUNTER-START'), null);
+  assert.equal(moved.host, 'h3');
+  const back = await waitFor(
+    'mirrored back to h2',
+    async () => {
+      const v = await show('h1', 'haplan');
+      return v.protection?.state === 'protected' ? v : undefined;
+    },
+    { timeoutMs: 90_000, intervalMs: 300 },
+  );
+  assert.equal(back.protection?.standby, 'h2');
+  await json('h1', ['vm', 'delete', 'haplan', '--force', 'true']);
+});
+
+test('HA without a mirror: a lost host keeps its VM (its disks are only there), reported, restarted when it returns', async () => {
+  const l = await leader();
+  const host = others(l)[0]!;
+  const via = others(host)[0]!;
+  await json(host, [
+    'vm',
+    'create',
+    'halocal',
+    '--image',
+    'tiny',
+    '--memory',
+    '128M',
+    '--host',
+    host,
+    '--start',
+    'true',
+  ]);
+  const vm = await show(host, 'halocal');
+  await json(host, ['vm', 'ha', 'halocal', '--enable', '--priority', '5']);
+  const ha = await json<{ ha: { enabled: boolean; priority: number } }>(via, ['vm', 'show', 'halocal']);
+  assert.deepEqual([ha.ha.enabled, ha.ha.priority], [true, 5]);
+  await lab.fail(host, 'kill');
+  const reported = await waitFor(
+    'the leader reporting why it stays down',
+    async () => {
+      const v = await show(via, 'halocal');
+      return v.lastError?.includes('cannot restart elsewhere') ? v : undefined;
+    },
+    { timeoutMs: 60_000, intervalMs: 300 },
+  );
+  assert.equal(reported.host, host);
+  assert.deepEqual(await labQemuHosts(lab, vm.id), []);
+  await lab.heal(host);
+  await runningOn(via, 'halocal', host);
+  assert.deepEqual(await labQemuHosts(lab, vm.id), [host]);
+  await json(via, ['vm', 'delete', 'halocal', '--force', 'true']);
+});
