@@ -319,7 +319,9 @@ export class HostAgent {
       // run and are simply not there (host reboot, daemon killed mid-start).
       // An HA VM whose host went down with it (killed, rebooted) starts again when the host
       // returns, unless it runs elsewhere now (then this host no longer owns it).
-      const hostCameBack = opts.boot === true && vm.ha?.enabled === true && st.state === 'crashed';
+      const guarded =
+        vm.ha?.enabled === true || (await this.o.store.get<ProtectionRecord>(`protection/${id}`)) !== undefined;
+      const hostCameBack = opts.boot === true && guarded && st.state === 'crashed';
       if (!hostCameBack && (st.state === 'crashed' || st.state === 'starting' || st.state === 'unknown')) {
         await this.publish(id, st);
         return;
