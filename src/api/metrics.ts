@@ -104,6 +104,19 @@ export function registerMetrics(
       'counter',
       (s) => s.diskWriteBytes,
     );
+    gauge(
+      'flightdeck_vm_disk_write_ops_total',
+      'write requests completed on the VM disks',
+      'counter',
+      (s) => s.diskWriteOps,
+    );
+    // Divided by the ops above: the average guest write latency, as QEMU's block layer times it.
+    gauge(
+      'flightdeck_vm_disk_write_time_seconds_total',
+      'time spent in write requests on the VM disks',
+      'counter',
+      (s) => (s.diskWriteTimeNs === undefined ? undefined : s.diskWriteTimeNs / 1e9),
+    );
     gauge('flightdeck_vm_net_rx_bytes_total', 'bytes received on the VM NICs', 'counter', (s) => s.netRxBytes);
     gauge('flightdeck_vm_net_tx_bytes_total', 'bytes sent on the VM NICs', 'counter', (s) => s.netTxBytes);
     const h = `host="${esc(svc.hostName)}"`;

@@ -212,11 +212,16 @@ export async function createLocalRuntime(o: {
         try {
           const blk = await runner
             .qmp(vm.id)
-            .execute<{ stats: { rd_bytes: number; wr_bytes: number } }[]>('query-blockstats', undefined, {
+            .execute<
+              { stats: { rd_bytes: number; wr_bytes: number; wr_operations: number; wr_total_time_ns: number } }[]
+            >('query-blockstats', undefined, {
               timeoutMs: 1000,
             });
+          // Guest devices only: QEMU leaves out unnamed backends such as a mirror job's target.
           s.diskReadBytes = blk.reduce((a, b) => a + b.stats.rd_bytes, 0);
           s.diskWriteBytes = blk.reduce((a, b) => a + b.stats.wr_bytes, 0);
+          s.diskWriteOps = blk.reduce((a, b) => a + b.stats.wr_operations, 0);
+          s.diskWriteTimeNs = blk.reduce((a, b) => a + b.stats.wr_total_time_ns, 0);
         } catch {
           // Stats are best effort: a VM stopping right now has no QMP any more.
         }

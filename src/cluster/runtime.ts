@@ -25,6 +25,9 @@ export interface VmStats {
   rssBytes?: number;
   diskReadBytes?: number;
   diskWriteBytes?: number;
+  /** Write requests the guest's disks completed, and the time they took (QEMU's accounting). */
+  diskWriteOps?: number;
+  diskWriteTimeNs?: number;
   netRxBytes?: number;
   netTxBytes?: number;
 }
