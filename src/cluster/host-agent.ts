@@ -333,6 +333,7 @@ export class HostAgent {
       await this.o.runtime.stop(id, { graceful: false, timeoutMs: 0 });
       await this.publish(id, await this.o.runtime.status(id));
     } else {
+      if (running) await this.o.runtime.applyRestartPolicy(vm);
       await this.publish(id, st);
     }
   }
@@ -485,6 +486,7 @@ export class HostAgent {
         await this.o.runtime.stop(id, { graceful: false, timeoutMs: 0 });
       }
       await this.o.runtime.cleanup(id);
+      await this.protection.forget(rec.value);
       await this.o.vms.remove(id);
       this.statuses.delete(id);
       await this.o.provisioner.removeVmDisks(rec.value, t);

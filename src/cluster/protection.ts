@@ -16,7 +16,7 @@
  * still sends (a thawed host, a packet in flight) can land on the disk the VM now boots from.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FdError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
@@ -76,6 +76,7 @@ export class Protection {
   private readonly busy = new Set<string>();
   private readonly retryAt = new Map<string, number>();
   private closed = false;
+  private ticks = 0;
 
   constructor(private readonly d: ProtectionDeps) {}
 
@@ -167,6 +168,14 @@ export class Protection {
     return { unprotected: vm.name };
   }
 
+  /** A VM being deleted: its protection record goes, and the standby drops its copy. */
+  async forget(vm: VmRecord): Promise<void> {
+    const rec = (await this.d.store.get<ProtectionRecord>(`protection/${vm.id}`))?.value;
+    if (!rec) return;
+    await this.d.store.remove(`protection/${vm.id}`);
+    if (rec.standby) await this.dropMirror(vm, rec.standby, 'the VM was deleted');
+  }
+
   /** Ends the mirror jobs here and tells the standby to drop its copy. */
   private async dropMirror(vm: VmRecord, standby: string, why: string): Promise<void> {
     await this.cancelJobs(vm, false).catch(() => undefined);
@@ -207,6 +216,10 @@ export class Protection {
     } catch {
       return;
     }
+    if (++this.ticks % 20 === 0)
+      await this.sweepCopies(recs).catch((err: unknown) =>
+        this.d.log.warn('sweeping standby copies failed', { err: String(err) }),
+      );
     for (const rec of recs) {
       if (this.busy.has(rec.vmId)) continue;
       this.busy.add(rec.vmId);
@@ -410,6 +423,26 @@ export class Protection {
       this.d.log.info('serving a standby copy', { vm: vm.name, primary: req.primary, pid: vdisk.pid });
       return { host: listenHost, disks };
     });
+  }
+
+  /**
+   * Standby copies nobody mirrors into any more (the primary chose another standby while this
+   * host was away, or the VM is gone) are dropped; a minute's grace covers a copy just made
+   * whose primary has not recorded it yet.
+   */
+  private async sweepCopies(recs: ProtectionRecord[]): Promise<void> {
+    const dir = join(this.d.dataDir, 'mirrors');
+    const names = await readdir(dir).catch(() => [] as string[]);
+    for (const name of names) {
+      if (!name.endsWith('.json')) continue;
+      const id = name.slice(0, -5);
+      const rec = recs.find((r) => r.vmId === id);
+      if (rec?.standby === this.d.hostName) continue;
+      const age = Date.now() - (await stat(join(dir, name))).mtimeMs;
+      if (age < 60_000) continue;
+      this.d.log.info('dropping a standby copy no primary uses', { vm: id });
+      await this.release(id);
+    }
   }
 
   /** Drops this host's standby copy of a VM (unprotect, a new standby, a re-sync). */

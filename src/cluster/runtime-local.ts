@@ -15,6 +15,14 @@ import type { DiskRecord, ImageRecord, NetworkRecord, VmRecord } from './model.j
 import type { Runtime, RuntimeStatus, VmStats } from './runtime.js';
 import type { Store } from './store.js';
 
+/** HA restarts a crashed VM here (within its budget) even when its own policy says never. */
+function restartOf(vm: VmRecord): { restartPolicy: VmRecord['restartPolicy']; maxRestarts?: number } {
+  return {
+    restartPolicy: vm.ha?.enabled && vm.restartPolicy === 'never' ? 'on-failure' : vm.restartPolicy,
+    ...(vm.ha?.enabled ? { maxRestarts: vm.ha.maxRestarts } : {}),
+  };
+}
+
 function mapStatus(s: RunnerStatus): RuntimeStatus {
   const state =
     s.state === 'running' || s.state === 'paused' || s.state === 'stopped' || s.state === 'crashed'
@@ -119,9 +127,7 @@ export async function createLocalRuntime(o: {
       nics,
       serial: true,
       vnc: true,
-      // HA restarts a crashed VM here (within its budget) even when its own policy says never.
-      restartPolicy: vm.ha?.enabled && vm.restartPolicy === 'never' ? 'on-failure' : vm.restartPolicy,
-      ...(vm.ha?.enabled ? { maxRestarts: vm.ha.maxRestarts } : {}),
+      ...restartOf(vm),
     };
   }
 
@@ -233,6 +239,10 @@ export async function createLocalRuntime(o: {
       await runner.remove(id).catch((err: unknown) => {
         if (!isFdError(err, 'FD_VM_NOT_FOUND')) throw err;
       });
+    },
+    async applyRestartPolicy(vm) {
+      const r = restartOf(vm);
+      await runner.setRestartPolicy(vm.id, r.restartPolicy, r.maxRestarts);
     },
     setRestartGate(gate) {
       runner.setRestartGate(gate);

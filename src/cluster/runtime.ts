@@ -54,6 +54,8 @@ export interface Runtime {
   cleanup(id: string): Promise<void>;
   /** Called when a VM's state changes on its own: crash, guest power-off, QEMU killed. */
   onChange(listener: (id: string, status: RuntimeStatus) => void): void;
+  /** Applies the VM record's restart policy (and HA budget) to its running QEMU, if any. */
+  applyRestartPolicy(vm: VmRecord): Promise<void>;
   /** Asked before a restart by policy; false holds it (see Runner.setRestartGate). */
   setRestartGate(gate: (id: string) => Promise<boolean>): void;
   close(): Promise<void>;

@@ -4,6 +4,7 @@
  * both win. `mutate` is the usual way to change a record: read, compute, CAS, retry.
  */
 import { Etcd3, type IKeyValue } from 'etcd3';
+import { noop } from 'cockatiel';
 import { FdError } from '../core/errors.js';
 
 export interface Versioned<T> {
@@ -41,6 +42,10 @@ export class Store {
         'grpc.keepalive_timeout_ms': 5_000,
         'grpc.keepalive_permit_without_calls': 1,
       },
+      // etcd3 puts a circuit breaker on each endpoint so calls move to the others; with one
+      // endpoint (a host's own member) there is nowhere to move, and an open breaker refused
+      // every call for 5 s after the member came back (seen in the HA soak): none then.
+      ...(endpoints.length === 1 ? { faultHandling: { host: () => noop } } : {}),
     });
   }
 

@@ -751,6 +751,22 @@ export class VmRunner extends EventEmitter {
     this.pendingRestarts.set(name, t);
   }
 
+  /**
+   * Changes a running VM's restart policy in place (HA turned on or off while it runs); the
+   * record on disk follows, so a reattaching runner keeps it.
+   */
+  async setRestartPolicy(name: string, policy: VmSpec['restartPolicy'], maxRestarts?: number): Promise<void> {
+    await this.withLock(name, async () => {
+      const att = this.attached.get(name);
+      if (!att) return;
+      const spec = att.record.spec;
+      if (spec.restartPolicy === policy && spec.maxRestarts === maxRestarts) return;
+      const { maxRestarts: _old, ...rest } = spec;
+      att.record.spec = { ...rest, restartPolicy: policy, ...(maxRestarts !== undefined ? { maxRestarts } : {}) };
+      await writeRecord(att.dir, att.record);
+    });
+  }
+
   /** Cancels a restart waiting out its backoff; true if there was one. */
   private cancelRestart(name: string): boolean {
     const t = this.pendingRestarts.get(name);

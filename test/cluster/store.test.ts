@@ -49,7 +49,7 @@ function vmRecord(name: string): VmRecord {
     cdroms: [],
     nics: [],
     restartPolicy: 'never',
-  ha: null,
+    ha: null,
     antiAffinity: null,
     desired: 'stopped',
     host: 'h1',

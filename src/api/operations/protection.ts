@@ -44,7 +44,7 @@ export const protectionOperations = [
         maxRestarts: input.maxRestarts ?? cur.maxRestarts,
       };
       const vm = await svc.vms.update(rec.value.id, (v) => ({ ...v, ha: next }));
-      return { name: vm.name, ha: vm.ha, note: 'the crash-restart budget applies from the next start of the VM' };
+      return { name: vm.name, ha: vm.ha };
     },
   }),
   defineTaskOperation({

@@ -109,9 +109,12 @@ async function main(configPath: string): Promise<number> {
     }
   };
 
+  // SIGTERM: the host stops being a cluster host (no guarded VM runs): give the lease back so
+  // it shows lost at once. SIGUSR2: a new keeper replaces this one: keep the key alive.
   const stop = new Promise<string>((done) => {
     process.once('SIGTERM', () => done('SIGTERM'));
     process.once('SIGINT', () => done('SIGINT'));
+    process.once('SIGUSR2', () => done('SIGUSR2'));
   });
   process.on('SIGHUP', () => undefined);
 
@@ -155,11 +158,17 @@ async function main(configPath: string): Promise<number> {
   stopping = true;
   clearInterval(timer);
   clearInterval(renewTimer);
-  // The lease is not revoked: it lapses within the TTL, unless a new keeper (a daemon that
-  // replaced this one) has put the key under its own lease by then, so the host never looks
-  // lost while its guarded VMs run. Until then nobody fences: the gap is the replacement time.
-  log.info('stopping; the liveness lease lapses unless a new keeper takes the key', { signal });
+  const l = lease;
   lease = undefined;
+  if (signal === 'SIGUSR2') {
+    // Not revoked: the new keeper puts the key under its own lease before this one lapses, so
+    // the host never looks lost while its guarded VMs run. Until then nobody fences: the gap
+    // is the replacement time.
+    log.info('handing over to a new keeper', { signal });
+  } else {
+    log.info('stopping; giving the liveness lease back', { signal });
+    await Promise.race([l?.revoke().catch(() => undefined), sleep(2000)]);
+  }
   state.leaseOk = false;
   save();
   await writing;

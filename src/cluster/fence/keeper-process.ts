@@ -9,7 +9,7 @@ import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { FdError } from '../../core/errors.js';
 import { sleep, tail } from '../../core/process.js';
-import { identify, isRunning, terminate, type ProcIdentity } from '../../host/pidfile.js';
+import { identify, isRunning, terminate, waitGone, type ProcIdentity } from '../../host/pidfile.js';
 import {
   fenceDir,
   keeperConfigPath,
@@ -39,7 +39,9 @@ export async function ensureKeeper(cfg: KeeperConfig, timeoutMs = 20_000): Promi
   const same = JSON.stringify(await readJsonFile<KeeperConfig>(keeperConfigPath(cfg.dataDir))) === JSON.stringify(cfg);
   let id = await runningKeeper(cfg.dataDir);
   if (id && !same) {
-    await terminate(id, 3000);
+    // Handover, not stop: the old keeper leaves the key alive for the new one.
+    process.kill(id.pid, 'SIGUSR2');
+    if (!(await waitGone(id, 3000))) await terminate(id, 0);
     id = undefined;
   }
   if (!id) {
@@ -70,7 +72,7 @@ export async function ensureKeeper(cfg: KeeperConfig, timeoutMs = 20_000): Promi
   }
 }
 
-/** Stops the keeper: its lease lapses within the TTL and the host shows lost. */
+/** Stops the keeper for good (no guarded VM runs here): it gives the lease back, the host shows lost. */
 export async function stopKeeper(dataDir: string): Promise<void> {
   const id = await runningKeeper(dataDir);
   if (id) await terminate(id, 5000);
