@@ -35,9 +35,14 @@ import { ensureKeeper, readKeeperState, stopKeeper } from './fence/keeper-proces
 import { readGuarded, writeGuarded } from './fence/files.js';
 import type { ProtectionRecord } from './model.js';
 
-/** Liveness lease TTL, held by the fence keeper; it fences this host's guarded VMs after FENCE_AFTER_MS. */
-const ALIVE_TTL_S = 3;
-const FENCE_AFTER_MS = 2000;
+/**
+ * Liveness lease TTL, held by the fence keeper; it fences this host's guarded VMs after
+ * FENCE_AFTER_MS without a renewal. 1 s between the two covers the keeper's kill; 3 s without
+ * a renewal keeps an etcd leader election or a loaded machine (seen: 2 s stalls at load 16 in
+ * the lab) from fencing healthy hosts.
+ */
+const ALIVE_TTL_S = 4;
+const FENCE_AFTER_MS = 3000;
 const GUARD_TICK_MS = 500;
 
 export interface HostAgentOptions {
@@ -145,6 +150,9 @@ export class HostAgent {
       const st = found.get(vm.id) ?? { state: 'stopped' as const, pid: null, lastError: null };
       await this.publish(vm.id, st);
     }
+    await this.sweepForeign(new Set(mine.map((v) => v.id))).catch((err: unknown) =>
+      this.o.log.warn('sweeping leftovers of VMs owned elsewhere failed', { err: String(err) }),
+    );
     await this.recoverMigrations().catch((err: unknown) =>
       this.o.log.error('migration recovery failed', { err: String(err) }),
     );
@@ -265,6 +273,27 @@ export class HostAgent {
       this.o.log.warn('guard step failed', { err: String(err) });
     } finally {
       this.guarding = false;
+    }
+  }
+
+  /**
+   * Run dirs of VMs this host does not own and does not run (they failed over or migrated
+   * while this host was down) go: nothing of them may start here again, and their logs would
+   * be mistaken for the VM's current ones.
+   */
+  private async sweepForeign(mine: Set<string>): Promise<void> {
+    const moving = new Set((await this.o.store.list<MigrationIntent>('migrations/')).map((m) => m.value.vmId));
+    for (const id of await this.o.runtime.localIds()) {
+      if (mine.has(id) || moving.has(id)) continue;
+      const st = await this.o.runtime.status(id);
+      if (st.state === 'running' || st.state === 'paused' || st.state === 'starting') {
+        // A copy of a VM another host owns (a source whose daemon died after handing the VM
+        // over): it must not run on.
+        this.o.log.warn('stopping a copy of a VM owned by another host', { vm: id });
+        await this.o.runtime.stop(id, { graceful: false, timeoutMs: 0 });
+      }
+      this.o.log.info('removing the leftovers of a VM owned elsewhere', { vm: id });
+      await this.o.runtime.cleanup(id);
     }
   }
 

@@ -235,6 +235,9 @@ export async function createLocalRuntime(o: {
       }
       return out;
     },
+    async localIds() {
+      return (await runner.list()).map((s) => s.name);
+    },
     async cleanup(id) {
       await runner.remove(id).catch((err: unknown) => {
         if (!isFdError(err, 'FD_VM_NOT_FOUND')) throw err;

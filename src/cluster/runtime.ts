@@ -50,6 +50,8 @@ export interface Runtime {
   serialSocket(id: string): Promise<string>;
   logs(id: string, lines: number): Promise<{ serial: string[]; qemu: string[] }>;
   stats(ids: { id: string; name: string }[]): Promise<VmStats[]>;
+  /** VMs this host has a run dir for (running or not), by id. */
+  localIds(): Promise<string[]>;
   /** Removes what a stopped VM left on this host (run dir, sockets, taps). */
   cleanup(id: string): Promise<void>;
   /** Called when a VM's state changes on its own: crash, guest power-off, QEMU killed. */

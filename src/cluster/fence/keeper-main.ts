@@ -1,6 +1,6 @@
 /**
  * The fence keeper of one host: `node keeper-main.js DATA/fence/keeper.json`. A small process
- * apart from the daemon that holds the host's liveness lease (`alive/NAME`, TTL 3 s, renewed
+ * apart from the daemon that holds the host's liveness lease (`alive/NAME`, TTL 4 s, renewed
  * every second) and fences the host's guarded VMs (HA and protected, listed in guarded.json)
  * the moment it cannot renew that lease:
  *
