@@ -151,6 +151,9 @@ export async function ensureEmbeddedEtcd(dataDir: string, log: Logger): Promise<
       '--auto-compaction-mode=periodic',
       '--auto-compaction-retention=1h',
       '--quota-backend-bytes=2147483648',
+      // A member back from a partition must not depose a healthy leader (etcd 3.4 defaults to
+      // false): the election it forces stalls lease renewals, and fence keepers fence.
+      '--pre-vote=true',
       '--log-level=warn',
       '--logger=zap',
     ],

@@ -364,19 +364,30 @@ test('soak: 20 random failures and heals, 4 protected VMs on 3 hosts: no split b
     }
     await lab.heal(victim);
     // Healed: every VM runs exactly once and is mirrored again before the next failure.
+    let seen = '';
     await waitFor(
       'all VMs running once and protected',
       async () => {
-        const vs = await Promise.all(names.map((n) => show(via, n).catch(() => undefined)));
-        for (const v of vs) {
-          if (!v || v.state !== 'running' || v.protection?.state !== 'protected') return undefined;
-          const hs = await labQemuHosts(lab, v.id);
-          if (hs.length !== 1 || hs[0] !== v.host) return undefined;
+        const vs = await Promise.all(names.map((n) => show(via, n).catch((e: Error) => e)));
+        const qemus = await Promise.all([...ids.values()].map((id) => labQemuHosts(lab, id)));
+        seen = vs
+          .map((v, i) =>
+            v instanceof Error
+              ? `${names[i]}: ${v.message}`
+              : `${v.name}: ${v.state} on ${v.host} (qemu on ${qemus[i]!.join('+') || 'none'}), ` +
+                `mirror ${v.protection?.state}:${v.protection?.standby} ${v.protection?.lastError ?? ''} ${v.lastError ?? ''}`,
+          )
+          .join('; ');
+        for (const [i, v] of vs.entries()) {
+          if (v instanceof Error || v.state !== 'running' || v.protection?.state !== 'protected') return undefined;
+          if (qemus[i]!.length !== 1 || qemus[i]![0] !== v.host) return undefined;
         }
         return true;
       },
       { timeoutMs: 120_000, intervalMs: 500 },
-    );
+    ).catch((err: Error) => {
+      throw new Error(`round ${r} (${mode} ${victim}), after heal: ${err.message}: ${seen}`);
+    });
   }
   console.log(`soak: ${rounds} rounds, ${failovers.length} failovers: ${failovers.join(' ')}`);
   assert.ok(failovers.length > 0, 'the soak never failed a primary over');

@@ -10,10 +10,15 @@ import { flag, ownerOf } from './common.js';
 
 const VmRef = z.string().min(1).max(64).describe('VM name or id');
 const VmOut = z.looseObject({ id: z.string(), name: z.string(), state: z.string(), desired: z.string() });
-const VM_COLUMNS = ['name', 'state', 'desired', 'cpus', 'memory', 'host', 'image', 'id'];
+const VM_COLUMNS = ['name', 'state', 'desired', 'cpus', 'memory', 'host', 'mirror', 'image', 'id'];
 
 function summary(vm: VmView): Record<string, unknown> {
-  return { ...vm, memory: `${Math.round(vm.memoryBytes / 1024 / 1024)}M` };
+  return {
+    ...vm,
+    memory: `${Math.round(vm.memoryBytes / 1024 / 1024)}M`,
+    // One word for tables: the mirroring state and where the copy is.
+    mirror: vm.protection ? `${vm.protection.state}${vm.protection.standby ? `:${vm.protection.standby}` : ''}` : '-',
+  };
 }
 
 /** "user=ann,ssh-key=ssh-ed25519 AAA...,hostname=web1" -> fields; values may hold "=" but not ",". */

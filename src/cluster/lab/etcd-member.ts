@@ -54,6 +54,9 @@ export async function startEtcdMember(
     `--initial-cluster-token=${clusterToken}`,
     '--auto-compaction-mode=periodic',
     '--auto-compaction-retention=1h',
+    // A member back from a partition must not depose a healthy leader (without pre-vote it
+    // does: its higher term forces an election, renewals stall and healthy hosts fence).
+    '--pre-vote=true',
     '--log-level=warn',
     '--logger=zap',
   ];
