@@ -493,8 +493,10 @@ export class HostAgent {
     const qmp = this.o.runtime.qmp(id);
     const diskIds = prepared.disks.map((d) => d.id);
     let moved: Omit<MigrationResult, 'from' | 'to' | 'totalTimeMs'>;
+    let tPaused = 0;
     try {
       moved = await migrateFromSource({ qmp, target: prepared, tunables, task: t, log: this.o.log });
+      tPaused = Date.now();
       await this.o.store.put(`migrations/${vm.id}`, { ...intent, phase: 'finishing' });
     } catch (err) {
       // The target never ran the guest: resume here, and have the target remove its side.
@@ -508,6 +510,7 @@ export class HostAgent {
     }
     // The guest is paused here and in sync there: the target runs it first, and only then
     // are the source's (idle) mirror jobs released; the pause is QEMU's downtime plus one call.
+    const tFinish = Date.now();
     const finished = await callPeer(targetRec, this.o.peerToken, 'POST', `${base}/finish`, { id: vm.id }).then(
       () => true,
       (err: unknown) => {
@@ -515,6 +518,8 @@ export class HostAgent {
         return false;
       },
     );
+    // Where the pause beyond QEMU's own downtime goes (the intent write, the finish call).
+    if (finished) t.log(`switch-over: intent ${tFinish - tPaused} ms, finish on ${target} ${Date.now() - tFinish} ms`);
     const targetDisks = finished ? prepared.diskPaths : await this.resolveFinishing(vm, intent, t);
     if (!targetDisks) {
       throw new FdError('FD_MIGRATION_FAILED', `finishing on ${target} failed; the VM runs on ${this.o.hostName}`, {
@@ -805,16 +810,18 @@ export class HostAgent {
       for (let i = 0; ; i++) {
         const q = await qmp.execute<{ status: string }>('query-status');
         if (q.status !== 'inmigrate') break;
-        if (i > 600) throw new FdError('FD_MIGRATION_FAILED', 'the target never left the incoming state');
-        await sleep(10);
+        if (i > 3000) throw new FdError('FD_MIGRATION_FAILED', 'the target never left the incoming state');
+        await sleep(2);
       }
       const mig = await qmp.execute<{ status?: string }>('query-migrate');
       if (mig.status && mig.status !== 'completed')
         throw new FdError('FD_MIGRATION_FAILED', `incoming migration ${mig.status}`);
+      // The guest is paused on both hosts until this `cont`. The exports only served the
+      // source's mirrors, idle since the source paused: they go after the guest runs.
+      await qmp.execute('cont');
       const exports = await qmp.execute<{ id: string }[]>('query-block-exports');
       for (const e of exports) await qmp.execute('block-export-del', { id: e.id, mode: 'hard' });
       await qmp.execute('nbd-server-stop').catch(() => undefined);
-      await qmp.execute('cont');
       const st = await this.o.runtime.status(id);
       return { pid: st.pid };
     });

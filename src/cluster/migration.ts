@@ -18,7 +18,7 @@
  * would keep the mirror jobs (and the guest's disk writes, in write-blocking mode) waiting for
  * the kernel's TCP timeout (many minutes) are torn down with `ss -K`.
  */
-import { FdError } from '../core/errors.js';
+import { FdError, isFdError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { run, sleep } from '../core/process.js';
 import type { QmpClient, QmpEvent } from '../qemu/qmp.js';
@@ -260,6 +260,10 @@ export async function migrateFromSource(o: {
       }
     }
   } catch (err) {
+    // On a cut link an NBD request of a mirror stays in flight; a QMP command that drains the
+    // block layer (the cancel, the cleanup) then blocks QEMU's main loop, its monitor and the
+    // guest's vCPUs until the kernel gives up on the connection. Its connections go first.
+    if (isFdError(err, 'FD_MIGRATION_STALLED') && started.length) await killConnections(target.nbd);
     await rollbackSource(qmp, started, migrating, target.nbd, o.log);
     throw err;
   } finally {

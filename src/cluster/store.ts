@@ -3,7 +3,7 @@
  * compare-and-swap on the key's mod revision, so two API calls racing on one object cannot
  * both win. `mutate` is the usual way to change a record: read, compute, CAS, retry.
  */
-import { Etcd3, type IKeyValue } from 'etcd3';
+import { Etcd3, type IKeyValue, type IOptions } from 'etcd3';
 import { FdError } from '../core/errors.js';
 
 export interface Versioned<T> {
@@ -17,6 +17,22 @@ export type StoreEvent<T> = { type: 'put'; key: string; value: T } | { type: 'de
 
 export const ROOT = '/flightdeck/';
 
+/** Longest a unary etcd call may take on one member before it is retried on another. */
+export const CALL_DEADLINE_MS = 8000;
+
+type HostPolicy = ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;
+
+/** A host policy that runs every call (no circuit breaker); etcd3 only calls `execute`. */
+function passThroughPolicy(): HostPolicy {
+  const none = () => ({ dispose: () => undefined });
+  return {
+    execute: async <T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T) =>
+      fn({ signal: new AbortController().signal }),
+    onSuccess: none,
+    onFailure: none,
+  } as unknown as HostPolicy;
+}
+
 function decode<T>(kv: IKeyValue, prefixLen: number): Versioned<T> {
   return { key: kv.key.toString().slice(prefixLen), value: JSON.parse(kv.value.toString()) as T, rev: kv.mod_revision };
 }
@@ -28,14 +44,26 @@ export class Store {
     readonly endpoints: string[],
     readonly root = ROOT,
   ) {
+    // Several members: a member cut off from its peers (partitioned, frozen) accepts calls it
+    // cannot answer. A unary call gets a deadline, then etcd3's retry sends it to another
+    // member. etcd3's default per-member circuit breaker is replaced by a pass-through: with
+    // it, slow calls under load opened the breaker of every member and failed all calls for
+    // seconds (seen in CI); now a slow or cut-off member fails only the calls that reached it.
+    // One member: nothing to fail over to, so no deadline (as before).
+    const several = endpoints.length > 1;
     this.client = new Etcd3({
       hosts: endpoints,
       dialTimeout: 3000,
+      ...(several
+        ? {
+            defaultCallOptions: (ctx: { isStream: boolean }) =>
+              ctx.isStream ? {} : { deadline: new Date(Date.now() + CALL_DEADLINE_MS) },
+            faultHandling: { host: passThroughPolicy },
+          }
+        : {}),
       // gRPC keepalives notice a dead connection (a partitioned or frozen member) on streams
       // such as watches and lease keepalives. Not more often than etcd's default
-      // --grpc-keepalive-min-time (5 s), or it answers with too_many_pings. Unary calls get no
-      // deadline: under load a deadline trips etcd3's circuit breaker and fails every call
-      // for seconds (seen in CI); bounding them needs a breaker policy of our own first.
+      // --grpc-keepalive-min-time (5 s), or it answers with too_many_pings.
       grpcOptions: {
         'grpc.keepalive_time_ms': 10_000,
         'grpc.keepalive_timeout_ms': 5_000,
