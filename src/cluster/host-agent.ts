@@ -34,6 +34,7 @@ const ALIVE_TTL_S = 3;
 /** Calls to a migration target after a failure: short, a cut link must not hold the task. */
 const ABORT_CALL_MS = 10_000;
 const ABORT_RETRY_MS = 3_000;
+const FINISH_CALL_MS = 30_000;
 
 export interface HostAgentOptions {
   store: Store;
@@ -501,6 +502,8 @@ export class HostAgent {
     } catch (err) {
       // The target never ran the guest: resume here, and have the target remove its side.
       t.log(`migration failed, the VM stays on ${this.o.hostName}: ${(err as Error).message}`);
+      // Released already when the copy failed; not when the memory moved and the intent did not.
+      await releaseSourceMirrors(qmp, diskIds, prepared.nbd, this.o.log).catch(() => undefined);
       await qmp.execute<{ status: string }>('query-status').then(
         (q) => (q.status === 'running' ? undefined : qmp.execute('cont')),
         () => undefined,
@@ -511,15 +514,30 @@ export class HostAgent {
     // The guest is paused here and in sync there: the target runs it first, and only then
     // are the source's (idle) mirror jobs released; the pause is QEMU's downtime plus one call.
     const tFinish = Date.now();
-    const finished = await callPeer(targetRec, this.o.peerToken, 'POST', `${base}/finish`, { id: vm.id }).then(
-      () => true,
+    let loadWaitMs = 0;
+    // Bounded: the guest is paused until this answers or resolveFinishing finds out.
+    const finished = await callPeer<{ loadWaitMs?: number }>(
+      targetRec,
+      this.o.peerToken,
+      'POST',
+      `${base}/finish`,
+      { id: vm.id },
+      FINISH_CALL_MS,
+    ).then(
+      (r) => {
+        loadWaitMs = r.loadWaitMs ?? 0;
+        return true;
+      },
       (err: unknown) => {
         t.log(`finish on ${target} failed: ${(err as Error).message}; asking ${target} what it runs`);
         return false;
       },
     );
     // Where the pause beyond QEMU's own downtime goes (the intent write, the finish call).
-    if (finished) t.log(`switch-over: intent ${tFinish - tPaused} ms, finish on ${target} ${Date.now() - tFinish} ms`);
+    if (finished)
+      t.log(
+        `switch-over: intent ${tFinish - tPaused} ms, finish on ${target} ${Date.now() - tFinish} ms (of which ${loadWaitMs} ms waiting for its QEMU to load the last state)`,
+      );
     const targetDisks = finished ? prepared.diskPaths : await this.resolveFinishing(vm, intent, t);
     if (!targetDisks) {
       throw new FdError('FD_MIGRATION_FAILED', `finishing on ${target} failed; the VM runs on ${this.o.hostName}`, {
@@ -804,9 +822,10 @@ export class HostAgent {
   }
 
   /** Target side, step 2: the source is paused and in sync; run the guest here. */
-  async finishIncoming(id: string): Promise<{ pid: number | null }> {
+  async finishIncoming(id: string): Promise<{ pid: number | null; loadWaitMs: number }> {
     return this.withLock(id, async () => {
       const qmp = this.o.runtime.qmp(id);
+      const t0 = Date.now();
       for (let i = 0; ; i++) {
         const q = await qmp.execute<{ status: string }>('query-status');
         if (q.status !== 'inmigrate') break;
@@ -816,6 +835,7 @@ export class HostAgent {
       const mig = await qmp.execute<{ status?: string }>('query-migrate');
       if (mig.status && mig.status !== 'completed')
         throw new FdError('FD_MIGRATION_FAILED', `incoming migration ${mig.status}`);
+      const loadWaitMs = Date.now() - t0;
       // The guest is paused on both hosts until this `cont`. The exports only served the
       // source's mirrors, idle since the source paused: they go after the guest runs.
       await qmp.execute('cont');
@@ -823,7 +843,7 @@ export class HostAgent {
       for (const e of exports) await qmp.execute('block-export-del', { id: e.id, mode: 'hard' });
       await qmp.execute('nbd-server-stop').catch(() => undefined);
       const st = await this.o.runtime.status(id);
-      return { pid: st.pid };
+      return { pid: st.pid, loadWaitMs };
     });
   }
 
