@@ -18,6 +18,7 @@
  *   npm run build && node dist/bench/migration/lab.js
  *   env: BENCH_ROUNDS=1 BENCH_MEMORY_MIB=512 BENCH_DIRTY_MB=256 BENCH_CAP_S=60
  *        BENCH_CASES=plain-idle,ours-idle,plain-dirty,ours-dirty BENCH_OUT=path
+ *        BENCH_OURS='{"downtimeLimit":"100ms"}' (options of our migrate; default: our defaults)
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
@@ -33,6 +34,9 @@ import { EchoProbe } from './echo.js';
 import { HeartbeatWatch, nowMs } from './heartbeats.js';
 import { plainCase, type PlainPlacement } from './plain.js';
 import { type CaseResult, observe, settle } from './result.js';
+
+/** BENCH_OURS='{"downtimeLimit":"100ms"}': migrate options for ours (default: none, our defaults). */
+const OUR_TUNABLES = JSON.parse(process.env['BENCH_OURS'] ?? '{}') as Record<string, unknown>;
 
 const MEMORY_MIB = Number(process.env['BENCH_MEMORY_MIB'] ?? 512);
 const DIRTY_MB = Number(process.env['BENCH_DIRTY_MB'] ?? 256);
@@ -102,7 +106,10 @@ async function oursCase(lab: Lab, label: string, vmName: string, image: string):
     await echo.start();
     await sleep(3000);
     const t0 = nowMs();
-    const res0 = await lab.api<Task>('h1', 'POST', `/api/v1/vms/${vm.id}/actions/migrate`, { to: 'h2' });
+    const res0 = await lab.api<Task>('h1', 'POST', `/api/v1/vms/${vm.id}/actions/migrate`, {
+      to: 'h2',
+      ...OUR_TUNABLES,
+    });
     if (res0.status !== 202) throw new Error(`migrate: ${res0.status} ${JSON.stringify(res0.body)}`);
     let t: Task;
     let converged = false;
@@ -295,7 +302,8 @@ async function main(): Promise<void> {
         dirtier: DIRTY_ARG,
         capS: CAP_MS / 1000,
         plainQemu: 'QMP migrate h1 -> h2 with QEMU defaults (128 MiB/s cap); disk on shared storage (one raw file)',
-        ours: 'flightdeck vm migrate h1 -> h2, defaults; local VHD disks mirrored to the target (no shared storage)',
+        ours: 'flightdeck vm migrate h1 -> h2; local VHD disks mirrored to the target (no shared storage)',
+        oursOptions: OUR_TUNABLES,
         loadavg: loadavg(),
         rounds: ROUNDS,
         cases: results,

@@ -103,6 +103,15 @@ export class StallWatch {
     private readonly target: string,
   ) {}
 
+  /**
+   * A QMP answer that took long means QEMU held its main lock meanwhile (the final flush of the
+   * disks, on a busy machine, takes seconds): busy, not stalled. A QEMU that never answers
+   * fails the command (FD_QMP_TIMEOUT) instead.
+   */
+  answered(askedAt: number): void {
+    if (Date.now() - askedAt > SLOW_ANSWER_MS) this.since = Date.now();
+  }
+
   check(bytes: number, what: string): void {
     if (bytes > this.last) {
       this.last = bytes;
@@ -122,6 +131,9 @@ export class StallWatch {
 }
 
 const FINAL_STATES = ['completed', 'failed', 'cancelled'];
+const SLOW_ANSWER_MS = 2000;
+/** Errors after which the link to the target is suspect: its NBD connections go first. */
+const LINK_SUSPECT = ['FD_MIGRATION_STALLED', 'FD_QMP_TIMEOUT'] as const;
 
 /** Source side of the memory + disk transfer; resolves when the source is paused and in sync. */
 export async function migrateFromSource(o: {
@@ -168,7 +180,9 @@ export async function migrateFromSource(o: {
     if (started.length) task.log(`mirroring ${started.length} disk(s) to the target`);
     for (;;) {
       if (task.signal.aborted) throw new FdError('FD_TASK_CANCELLED', 'migration cancelled');
+      const asked = Date.now();
       const jobs = await qmp.execute<BlockJob[]>('query-block-jobs');
+      stall.answered(asked);
       const mine = jobs.filter((j) => started.some((id) => j.device === mirrorNode(id)));
       if (mine.length < started.length)
         throw new FdError('FD_MIGRATION_FAILED', 'a disk mirror job ended early (the target went away?)');
@@ -201,7 +215,9 @@ export async function migrateFromSource(o: {
     let startedPostcopy = false;
     for (;;) {
       if (task.signal.aborted) throw new FdError('FD_TASK_CANCELLED', 'migration cancelled');
+      const asked = Date.now();
       const q = await qmp.execute<QueryMigrate>('query-migrate');
+      stall.answered(asked);
       if (q.status === 'completed') {
         migrating = false;
         // The guest is paused on both sides from here: first make sure every disk is on the
@@ -263,7 +279,7 @@ export async function migrateFromSource(o: {
     // On a cut link an NBD request of a mirror stays in flight; a QMP command that drains the
     // block layer (the cancel, the cleanup) then blocks QEMU's main loop, its monitor and the
     // guest's vCPUs until the kernel gives up on the connection. Its connections go first.
-    if (isFdError(err, 'FD_MIGRATION_STALLED') && started.length) await killConnections(target.nbd);
+    if (LINK_SUSPECT.some((c) => isFdError(err, c)) && started.length) await killConnections(target.nbd);
     await rollbackSource(qmp, started, migrating, target.nbd, o.log);
     throw err;
   } finally {

@@ -44,21 +44,20 @@ export class Store {
     readonly endpoints: string[],
     readonly root = ROOT,
   ) {
-    // Several members: a member cut off from its peers (partitioned, frozen) accepts calls it
-    // cannot answer. A unary call gets a deadline, then etcd3's retry sends it to another
-    // member. etcd3's default per-member circuit breaker is replaced by a pass-through: with
-    // it, slow calls under load opened the breaker of every member and failed all calls for
-    // seconds (seen in CI); now a slow or cut-off member fails only the calls that reached it.
-    // One member: nothing to fail over to, so no deadline (as before).
+    // No circuit breaker per endpoint (etcd3's default opens after 3 failed calls and refuses
+    // every call to that endpoint for 5 s: under load in CI it refused all of them, and with
+    // one endpoint nothing else is left). Several endpoints: a member cut off from its peers
+    // (partitioned, frozen) accepts calls it cannot answer, so a unary call gets a deadline and
+    // etcd3's retry sends it to another member. One endpoint: no deadline, nowhere to go.
     const several = endpoints.length > 1;
     this.client = new Etcd3({
       hosts: endpoints,
       dialTimeout: 3000,
+      faultHandling: { host: passThroughPolicy },
       ...(several
         ? {
             defaultCallOptions: (ctx: { isStream: boolean }) =>
               ctx.isStream ? {} : { deadline: new Date(Date.now() + CALL_DEADLINE_MS) },
-            faultHandling: { host: passThroughPolicy },
           }
         : {}),
       // gRPC keepalives notice a dead connection (a partitioned or frozen member) on streams
