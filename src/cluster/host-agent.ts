@@ -547,6 +547,12 @@ export class HostAgent {
     await releaseSourceMirrors(qmp, diskIds).catch((err: unknown) =>
       this.o.log.warn('releasing the mirrors of a migrated source', { err: String(err) }),
     );
+    // QEMU sometimes reports 'completed' before it has computed the downtime: ask again now
+    // that the guest runs (not while it was paused).
+    if (!moved.downtimeMs) {
+      const q = await qmp.execute<{ downtime?: number }>('query-migrate').catch(() => undefined);
+      moved = { ...moved, downtimeMs: q?.downtime ?? 0 };
+    }
     // The guest runs on the target now: move ownership, then retire the source side.
     await this.completeMove(vm, target, targetDisks);
     const result: MigrationResult = { from: this.o.hostName, to: target, totalTimeMs: Date.now() - t0, ...moved };
