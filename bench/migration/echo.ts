@@ -6,7 +6,7 @@
  * stalls with it and cannot show this).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { waitFor } from '../../src/core/process.js';
+import { run, waitFor } from '../../src/core/process.js';
 import { nowMs } from './heartbeats.js';
 
 // Runs inside a lab host's namespace. Retries the connection until the guest answers; on
@@ -72,6 +72,8 @@ export class EchoProbe {
   async start(): Promise<void> {
     this.out = '';
     this.stats = undefined;
+    // An address reused from a deleted VM may still map to its old MAC here.
+    await run('ip', ['-n', this.netns, 'neigh', 'flush', 'to', this.ip], { allowFail: true });
     const c = spawn('ip', ['netns', 'exec', this.netns, process.execPath, '-e', CLIENT, this.ip, String(this.port)], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -85,6 +87,18 @@ export class EchoProbe {
       },
       { timeoutMs: 60_000, intervalMs: 50 },
     );
+  }
+
+  /** start(), but a client that cannot connect leaves the case without echo figures (said on stderr). */
+  async tryStart(): Promise<EchoProbe | undefined> {
+    try {
+      await this.start();
+      return this;
+    } catch (err) {
+      this.close();
+      process.stderr.write(`echo client: ${String(err)}; this case has no echo figures\n`);
+      return undefined;
+    }
   }
 
   async stop(): Promise<EchoStats> {

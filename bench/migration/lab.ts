@@ -103,7 +103,7 @@ async function oursCase(lab: Lab, label: string, vmName: string, image: string):
     onTarget.catch(() => undefined);
     const dirtyRate = watch.dirtyRateMiBps();
     const baseline = watch.maxGap(nowMs() - 3000, nowMs()).gapMs;
-    await echo.start();
+    const echoing = await echo.tryStart();
     await sleep(3000);
     const t0 = nowMs();
     const res0 = await lab.api<Task>('h1', 'POST', `/api/v1/vms/${vm.id}/actions/migrate`, {
@@ -145,13 +145,15 @@ async function oursCase(lab: Lab, label: string, vmName: string, image: string):
         baselineGapMs: baseline,
         extra: { diskBytes: r?.diskBytes ?? null, setupTimeMs: r?.setupTimeMs ?? null, taskLog: t.log },
       },
-      echo,
+      echoing,
     );
   } finally {
     watch.close();
     echo.close();
+    // Stopped, not deleted: a new VM would get this one's address, which DHCP still leases to
+    // this MAC for a while (the next guest then got no address). The lab goes at the end.
     const owner = (await json<{ host: string }>('h1', ['vm', 'show', name])).host;
-    await json(owner, ['vm', 'delete', name, '--force', 'true']).catch(() => undefined);
+    await json(owner, ['vm', 'stop', name]).catch(() => undefined);
   }
 }
 

@@ -151,7 +151,7 @@ export async function plainCase(
     await attached;
     const dirtyRate = watch.dirtyRateMiBps();
     const baseline = watch.maxGap(nowMs() - 3000, nowMs()).gapMs;
-    if (lab) await lab.echo.start();
+    const echoing = lab ? await lab.echo.tryStart() : undefined;
     // Round trips before the migration: the baseline of this (shared) machine.
     if (lab) await sleep(3000);
     const t0 = nowMs();
@@ -199,7 +199,7 @@ export async function plainCase(
         baselineGapMs: baseline,
         extra: { dirtyReports: watch.dirty },
       },
-      lab?.echo,
+      echoing,
     );
   } finally {
     watch.close();
