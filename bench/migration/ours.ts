@@ -16,6 +16,9 @@ import { TestDaemon } from '../../test/helpers/daemon.js';
 import { HeartbeatWatch, nowMs } from './heartbeats.js';
 import { type CaseResult, dirtyMbOf, observe, settle } from './result.js';
 
+/** BENCH_OURS='{"downtimeLimit":"100ms"}': migrate options for ours (default: none, our defaults). */
+const OUR_TUNABLES = JSON.parse(process.env['BENCH_OURS'] ?? '{}') as Record<string, unknown>;
+
 interface Task {
   id: string;
   state: string;
@@ -92,7 +95,7 @@ export class OursCluster {
       const baseline = watch.maxGap(nowMs() - 3000, nowMs()).gapMs;
       // Through the API, not the CLI: a CLI process per poll would add its own start-up to the times.
       const t0 = nowMs();
-      const res0 = await h1.api('POST', `/api/v1/vms/${vm.id}/actions/migrate`, { to: 'h2' });
+      const res0 = await h1.api('POST', `/api/v1/vms/${vm.id}/actions/migrate`, { to: 'h2', ...OUR_TUNABLES });
       if (res0.status !== 202) throw new Error(`migrate: ${res0.status} ${JSON.stringify(res0.body)}`);
       const taskId = (res0.body as Task).id;
       let t: Task;

@@ -13,6 +13,7 @@ import { sleep, waitFor } from '../../src/core/process.js';
 import { QmpClient } from '../../src/qemu/qmp.js';
 import { HeartbeatWatch, nowMs } from './heartbeats.js';
 import type { CaseResult, GuestImage } from './result.js';
+import type { EchoProbe } from './echo.js';
 import { dirtyMbOf, settle, observe } from './result.js';
 
 interface QueryMigrate {
@@ -37,7 +38,26 @@ export async function freePort(): Promise<number> {
   });
 }
 
-function qemu(dir: string, name: string, img: GuestImage, disk: string, memoryMiB: number, extra: string[]) {
+/** Where a plain QEMU runs: its command prefix (`ip netns exec NS` in the lab) and its NIC. */
+export interface PlainPlacement {
+  prefix: string[];
+  netdev: string[];
+}
+
+const USER_NET: PlainPlacement = {
+  prefix: [],
+  netdev: ['-netdev', 'user,id=n0', '-device', 'virtio-net-pci,netdev=n0,romfile='],
+};
+
+export function plainQemu(
+  dir: string,
+  name: string,
+  img: GuestImage,
+  disk: string,
+  memoryMiB: number,
+  extra: string[],
+  at: PlainPlacement = USER_NET,
+) {
   const args = [
     '-name',
     name,
@@ -67,16 +87,23 @@ function qemu(dir: string, name: string, img: GuestImage, disk: string, memoryMi
     img.cmdline,
     '-drive',
     `file=${disk},format=raw,if=virtio,cache=none`,
-    '-netdev',
-    'user,id=n0',
-    '-device',
-    'virtio-net-pci,netdev=n0,romfile=',
+    ...at.netdev,
     ...extra,
   ];
-  const child: ChildProcess = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const [cmd, ...pre] = [...at.prefix, 'qemu-system-x86_64'];
+  const child: ChildProcess = spawn(cmd!, [...pre, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
   return { child, stderr: () => stderr, qmp: join(dir, `${name}.qmp`), serial: join(dir, `${name}.serial`) };
+}
+
+/** In the lab: each QEMU in its host's namespace on the cluster network, a client on a third host. */
+export interface PlainLab {
+  src: PlainPlacement;
+  dst: PlainPlacement;
+  /** The target host's address, where its QEMU listens for the migration. */
+  listenIp: string;
+  echo: EchoProbe;
 }
 
 /** One plain-QEMU migration of a freshly booted guest; `disk` is the shared raw file. */
@@ -87,20 +114,22 @@ export async function plainCase(
   disk: string,
   memoryMiB: number,
   capMs: number,
+  lab?: PlainLab,
 ): Promise<CaseResult> {
-  const port = await freePort();
+  const port = lab ? 47000 + (runs % 1000) : await freePort();
+  const listen = lab?.listenIp ?? '127.0.0.1';
   // Socket files of an earlier round stay behind: every run gets its own names.
   const tag = `${label}-${++runs}`;
-  const src = qemu(dir, `${tag}-src`, img, disk, memoryMiB, []);
+  const src = plainQemu(dir, `${tag}-src`, img, disk, memoryMiB, [], lab?.src);
   const watch = new HeartbeatWatch();
-  let dst: ReturnType<typeof qemu> | undefined;
+  let dst: ReturnType<typeof plainQemu> | undefined;
   const qmps: QmpClient[] = [];
   try {
     await watch.attach(src.serial);
     const sq = await QmpClient.connect(src.qmp, { timeoutMs: 30_000 });
     qmps.push(sq);
     await settle(watch, dirtyMbOf(img.cmdline));
-    dst = qemu(dir, `${tag}-dst`, img, disk, memoryMiB, ['-incoming', `tcp:127.0.0.1:${port}`]);
+    dst = plainQemu(dir, `${tag}-dst`, img, disk, memoryMiB, ['-incoming', `tcp:${listen}:${port}`], lab?.dst);
     const target0 = dst;
     await waitFor(
       'target QMP socket',
@@ -122,8 +151,11 @@ export async function plainCase(
     await attached;
     const dirtyRate = watch.dirtyRateMiBps();
     const baseline = watch.maxGap(nowMs() - 3000, nowMs()).gapMs;
+    const echoing = lab ? await lab.echo.tryStart() : undefined;
+    // Round trips before the migration: the baseline of this (shared) machine.
+    if (lab) await sleep(3000);
     const t0 = nowMs();
-    await sq.execute('migrate', { uri: `tcp:127.0.0.1:${port}` });
+    await sq.execute('migrate', { uri: `tcp:${listen}:${port}` });
     let q: QueryMigrate = {};
     let converged = false;
     for (;;) {
@@ -153,20 +185,25 @@ export async function plainCase(
         { timeoutMs: 30_000, intervalMs: 10 },
       );
     }
-    return await observe(watch, {
-      label,
-      converged,
-      t0,
-      wallMs,
-      reportedTotalMs: q['total-time'] ?? null,
-      qemuDowntimeMs: q.downtime ?? null,
-      ramBytes: q.ram?.transferred ?? null,
-      dirtyRateMiBps: dirtyRate,
-      baselineGapMs: baseline,
-      extra: { dirtyReports: watch.dirty },
-    });
+    return await observe(
+      watch,
+      {
+        label,
+        converged,
+        t0,
+        wallMs,
+        reportedTotalMs: q['total-time'] ?? null,
+        qemuDowntimeMs: q.downtime ?? null,
+        ramBytes: q.ram?.transferred ?? null,
+        dirtyRateMiBps: dirtyRate,
+        baselineGapMs: baseline,
+        extra: { dirtyReports: watch.dirty },
+      },
+      echoing,
+    );
   } finally {
     watch.close();
+    lab?.echo.close();
     for (const c of qmps) await c.close().catch(() => undefined);
     for (const p of [src, dst]) {
       if (p && p.child.exitCode === null) {

@@ -4,6 +4,7 @@
  */
 import { sleep, waitFor } from '../../src/core/process.js';
 import { type HeartbeatWatch, nowMs } from './heartbeats.js';
+import type { EchoProbe } from './echo.js';
 
 export interface GuestImage {
   kernel: string;
@@ -31,6 +32,17 @@ export interface CaseResult {
   gapSeq: [number, number];
   /** The guest dirtier's page-write rate before the migration (0 = idle guest). */
   dirtyRateMiBps: number;
+  /** Lab only: a TCP client on a third host pinging the guest's echo service every 20 ms. */
+  echo?: {
+    /** Longest round trip of a ping sent from the request to 2 s after the end. */
+    maxRttMs: number | null;
+    /** The same over the 3 s before the migration. */
+    baselineRttMs: number | null;
+    /** Pings never echoed, echoes out of order, and whether the connection closed. */
+    lost: number;
+    bad: number;
+    closed: boolean;
+  };
   extra?: Record<string, unknown>;
 }
 
@@ -61,6 +73,7 @@ export async function settle(watch: HeartbeatWatch, dirtyMb: number): Promise<vo
 export async function observe(
   watch: HeartbeatWatch,
   r: Omit<CaseResult, 'observedDowntimeMs' | 'gapSeq' | 'runningOnTargetMs'> & { t0: number },
+  echo?: EchoProbe,
 ): Promise<CaseResult> {
   const end = r.t0 + r.wallMs;
   const seqAtEnd = watch.lastSeq();
@@ -74,8 +87,20 @@ export async function observe(
   const { t0: _t0, ...rest } = r;
   void _t0;
   const first = watch.firstOnTarget();
+  let echoResult: CaseResult['echo'];
+  if (echo) {
+    const st = await echo.stop();
+    echoResult = {
+      maxRttMs: echo.maxRtt(r.t0, nowMs()),
+      baselineRttMs: echo.maxRtt(r.t0 - 3000, r.t0),
+      lost: echo.lost(),
+      bad: st.bad,
+      closed: st.closed,
+    };
+  }
   return {
     ...rest,
+    ...(echoResult ? { echo: echoResult } : {}),
     runningOnTargetMs: first === null ? null : first - r.t0,
     observedDowntimeMs: g.gapMs,
     gapSeq: [g.seqBefore, g.seqAfter],

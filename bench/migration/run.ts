@@ -12,6 +12,7 @@
  *   npm run build && node dist/bench/migration/run.js
  *   env: BENCH_ROUNDS=3 BENCH_MEMORY_MIB=512 BENCH_DIRTY_MB=256 BENCH_CAP_S=60
  *        BENCH_CASES=plain-idle,ours-idle,plain-dirty,ours-dirty BENCH_OUT=path
+ *        BENCH_OURS='{"downtimeLimit":"100ms"}' (options of our migrate; default: our defaults)
  *   Reported per case: the median over the rounds.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';

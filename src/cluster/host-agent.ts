@@ -7,7 +7,7 @@
  */
 import { cpus, freemem, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { FdError } from '../core/errors.js';
+import { FdError, isFdError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { TaskHandle } from './tasks.js';
 import type { Store } from './store.js';
@@ -44,6 +44,10 @@ import type { ProtectionRecord } from './model.js';
 const ALIVE_TTL_S = 4;
 const FENCE_AFTER_MS = 3000;
 const GUARD_TICK_MS = 500;
+/** Calls to a migration target after a failure: short, a cut link must not hold the task. */
+const ABORT_CALL_MS = 10_000;
+const ABORT_RETRY_MS = 3_000;
+const FINISH_CALL_MS = 30_000;
 
 export interface HostAgentOptions {
   store: Store;
@@ -634,34 +638,188 @@ export class HostAgent {
       },
     );
     const qmp = this.o.runtime.qmp(id);
+    const diskIds = prepared.disks.map((d) => d.id);
     let moved: Omit<MigrationResult, 'from' | 'to' | 'totalTimeMs'>;
+    let tPaused = 0;
     try {
       moved = await migrateFromSource({ qmp, target: prepared, tunables, task: t, log: this.o.log });
-      await releaseSourceMirrors(
-        qmp,
-        prepared.disks.map((d) => d.id),
-      );
+      tPaused = Date.now();
       await this.o.store.put(`migrations/${vm.id}`, { ...intent, phase: 'finishing' });
-      await callPeer(targetRec, this.o.peerToken, 'POST', `${base}/finish`, { id: vm.id });
     } catch (err) {
+      // The target never ran the guest: resume here, and have the target remove its side.
       t.log(`migration failed, the VM stays on ${this.o.hostName}: ${(err as Error).message}`);
+      // Released already when the copy failed; not when the memory moved and the intent did not.
+      await releaseSourceMirrors(qmp, diskIds, prepared.nbd, this.o.log).catch(() => undefined);
       await qmp.execute<{ status: string }>('query-status').then(
         (q) => (q.status === 'running' ? undefined : qmp.execute('cont')),
         () => undefined,
       );
-      await callPeer(targetRec, this.o.peerToken, 'POST', `${base}/abort`, { id: vm.id }).catch((e: unknown) =>
-        this.o.log.error('target cleanup after a failed migration failed', { err: String(e) }),
-      );
-      await this.o.store.remove(`migrations/${vm.id}`);
+      await this.abortTarget(vm.id, intent, t);
       throw err;
     }
+    // The guest is paused here and in sync there: the target runs it first, and only then
+    // are the source's (idle) mirror jobs released; the pause is QEMU's downtime plus one call.
+    const tFinish = Date.now();
+    let loadWaitMs = 0;
+    // Bounded: the guest is paused until this answers or resolveFinishing finds out.
+    const finished = await callPeer<{ loadWaitMs?: number }>(
+      targetRec,
+      this.o.peerToken,
+      'POST',
+      `${base}/finish`,
+      { id: vm.id },
+      FINISH_CALL_MS,
+    ).then(
+      (r) => {
+        loadWaitMs = r.loadWaitMs ?? 0;
+        return true;
+      },
+      (err: unknown) => {
+        t.log(`finish on ${target} failed: ${(err as Error).message}; asking ${target} what it runs`);
+        return false;
+      },
+    );
+    // Where the pause beyond QEMU's own downtime goes (the intent write, the finish call).
+    if (finished)
+      t.log(
+        `switch-over: intent ${tFinish - tPaused} ms, finish on ${target} ${Date.now() - tFinish} ms (of which ${loadWaitMs} ms waiting for its QEMU to load the last state)`,
+      );
+    const targetDisks = finished ? prepared.diskPaths : await this.resolveFinishing(vm, intent, t);
+    if (!targetDisks) {
+      throw new FdError('FD_MIGRATION_FAILED', `finishing on ${target} failed; the VM runs on ${this.o.hostName}`, {
+        hint: 'the VM keeps running on its host; check the target host and try again',
+      });
+    }
+    await releaseSourceMirrors(qmp, diskIds).catch((err: unknown) =>
+      this.o.log.warn('releasing the mirrors of a migrated source', { err: String(err) }),
+    );
+    // QEMU sometimes reports 'completed' before it has computed the downtime: ask again now
+    // that the guest runs (not while it was paused).
+    if (!moved.downtimeMs) {
+      const q = await qmp.execute<{ downtime?: number }>('query-migrate').catch(() => undefined);
+      moved = { ...moved, downtimeMs: q?.downtime ?? 0 };
+    }
     // The guest runs on the target now: move ownership, then retire the source side.
-    await this.completeMove(vm, target, prepared.diskPaths);
+    await this.completeMove(vm, target, targetDisks);
     const result: MigrationResult = { from: this.o.hostName, to: target, totalTimeMs: Date.now() - t0, ...moved };
     t.log(
       `done: downtime ${result.downtimeMs} ms, total ${result.totalTimeMs} ms, ${result.ramBytes} bytes of memory, ${result.diskBytes} bytes of disk`,
     );
     return result;
+  }
+
+  /**
+   * After a failed copy: the target removes its side. A target out of reach (a cut link) is
+   * retried in the background, with the intent kept as 'aborting' so a restarted daemon
+   * retries too; the source runs the guest meanwhile, the target never did.
+   */
+  private async abortTarget(vmId: string, intent: MigrationIntent, t?: TaskHandle): Promise<void> {
+    const targetRec = (await this.o.store.get<HostRecord>(`hosts/${intent.to}`))?.value;
+    const aborted = targetRec
+      ? await callPeer(
+          targetRec,
+          this.o.peerToken,
+          'POST',
+          `/api/v1/vms/${vmId}/migration/abort`,
+          { id: vmId },
+          ABORT_CALL_MS,
+        ).then(
+          () => true,
+          (err: unknown) => {
+            this.o.log.warn('target cleanup after a failed migration failed; retrying', { err: String(err) });
+            return false;
+          },
+        )
+      : true;
+    if (aborted) {
+      await this.o.store.remove(`migrations/${vmId}`);
+      return;
+    }
+    t?.log(`${intent.to} is out of reach; it will remove its side when it can be reached again`);
+    const aborting: MigrationIntent = { ...intent, phase: 'aborting', at: new Date().toISOString() };
+    await this.o.store.put(`migrations/${vmId}`, aborting);
+    void this.retryAbort(vmId, aborting);
+  }
+
+  /** Calls the target's abort every few seconds until it answers, the intent changes or we close. */
+  private async retryAbort(vmId: string, intent: MigrationIntent): Promise<void> {
+    while (!this.closed) {
+      await sleep(ABORT_RETRY_MS);
+      const cur = (await this.o.store.get<MigrationIntent>(`migrations/${vmId}`).catch(() => undefined))?.value;
+      if (!cur || cur.at !== intent.at || cur.phase !== 'aborting') return;
+      const targetRec = (await this.o.store.get<HostRecord>(`hosts/${intent.to}`).catch(() => undefined))?.value;
+      const ok =
+        !targetRec ||
+        (await callPeer(
+          targetRec,
+          this.o.peerToken,
+          'POST',
+          `/api/v1/vms/${vmId}/migration/abort`,
+          { id: vmId },
+          ABORT_CALL_MS,
+        ).then(
+          () => true,
+          () => false,
+        ));
+      if (ok) {
+        this.o.log.info('the target of a failed migration removed its side', { vm: vmId, to: intent.to });
+        await this.o.store.remove(`migrations/${vmId}`).catch(() => undefined);
+        return;
+      }
+    }
+  }
+
+  /**
+   * The finish call failed (or its caller died): the target may or may not run the guest. The
+   * target is asked to abort until it answers; its abort waits for a finish in progress (one
+   * lock per VM) and refuses once the guest ran there. Refused: the move completes (the
+   * target's disk paths are returned). Aborted: the source resumes (null). The source stays
+   * paused while the target does not answer: resuming it could make two running copies.
+   */
+  private async resolveFinishing(
+    vm: VmRecord,
+    intent: MigrationIntent,
+    t?: TaskHandle,
+  ): Promise<Record<string, string> | null> {
+    for (let i = 0; ; i++) {
+      const targetRec = (await this.o.store.get<HostRecord>(`hosts/${intent.to}`))?.value;
+      const call = <T>(step: string): Promise<T> =>
+        callPeer<T>(
+          targetRec!,
+          this.o.peerToken,
+          'POST',
+          `/api/v1/vms/${vm.id}/migration/${step}`,
+          { id: vm.id },
+          ABORT_CALL_MS,
+        );
+      // A host removed from the cluster runs nothing of ours.
+      const aborted = !targetRec
+        ? 'yes'
+        : await call('abort').then(
+            () => 'yes' as const,
+            (err: unknown) => (isFdError(err, 'FD_MIGRATION_TARGET_RAN') ? ('ran' as const) : ('no' as const)),
+          );
+      if (aborted === 'ran') {
+        const st = await call<{ diskPaths: Record<string, string> }>('state').catch(() => undefined);
+        if (st) return st.diskPaths;
+      } else if (aborted === 'yes') {
+        const qmp = this.o.runtime.qmp(vm.id);
+        await releaseSourceMirrors(
+          qmp,
+          vm.disks.map((d) => d.id),
+        ).catch(() => undefined);
+        await qmp.execute('cont');
+        await this.o.store.remove(`migrations/${vm.id}`);
+        return null;
+      }
+      if (i % 10 === 0) {
+        const msg = `${intent.to} does not answer; the VM stays paused here until it does`;
+        t?.log(msg);
+        this.o.log.warn(msg, { vm: vm.name });
+      }
+      if (this.closed) throw new FdError('FD_MIGRATION_FAILED', 'daemon stopping; the next start resolves the move');
+      await sleep(ABORT_RETRY_MS);
+    }
   }
 
   /** Ownership to `target` (with its disk paths), then the source side's processes and files go. */
@@ -696,32 +854,25 @@ export class HostAgent {
         continue;
       }
       if (m.from !== this.o.hostName || rec.host !== this.o.hostName || this.activeMigrations.has(m.vmId)) continue;
-      const targetRec = (await this.o.store.get<HostRecord>(`hosts/${m.to}`))?.value;
-      if (targetRec && m.phase === 'finishing') {
-        const st = await callPeer<{ qemuStatus: string | null; diskPaths: Record<string, string> }>(
-          targetRec,
-          this.o.peerToken,
-          'POST',
-          `/api/v1/vms/${m.vmId}/migration/state`,
-          { id: m.vmId },
-        ).catch(() => undefined);
-        if (st === undefined) {
-          // The target may already run the guest: resuming here could make two copies. Leave
-          // the source paused and the intent in place; the next start of this daemon retries.
-          this.o.log.error('cannot reach the target of an interrupted migration; the VM stays paused here', {
-            vm: rec.name,
-            to: m.to,
-          });
-          continue;
-        }
-        if (st.qemuStatus === 'running') {
-          this.o.log.warn('completing a migration whose daemon died after the target took over', {
-            vm: rec.name,
-            to: m.to,
-          });
-          await this.completeMove(rec, m.to, st.diskPaths);
-          continue;
-        }
+      if (m.phase === 'finishing') {
+        // The target may run the guest already: resolved in the background, under the VM's
+        // lock, with the source paused until the target answers.
+        void this.withLock(m.vmId, async () => {
+          const disks = await this.resolveFinishing(rec, m);
+          if (disks) {
+            this.o.log.warn('completing a migration whose daemon died after the target took over', {
+              vm: rec.name,
+              to: m.to,
+            });
+            await this.completeMove(rec, m.to, disks);
+          } else this.o.log.warn('undid a migration whose daemon died while finishing', { vm: rec.name, to: m.to });
+        }).catch((err: unknown) => this.o.log.error('resolving an interrupted migration', { err: String(err) }));
+        continue;
+      }
+      if (m.phase === 'aborting') {
+        // The source resumed already; only the target's side is left to remove.
+        await this.abortTarget(m.vmId, m);
+        continue;
       }
       this.o.log.warn('undoing a migration cut short by a daemon restart', { vm: rec.name, to: m.to });
       try {
@@ -739,28 +890,27 @@ export class HostAgent {
       } catch (err) {
         this.o.log.warn('source side of an interrupted migration', { err: String(err) });
       }
-      if (targetRec) {
-        await callPeer(targetRec, this.o.peerToken, 'POST', `/api/v1/vms/${m.vmId}/migration/abort`, {
-          id: m.vmId,
-        }).catch((err: unknown) => this.o.log.warn('target side of an interrupted migration', { err: String(err) }));
-      }
-      await this.o.store.remove(`migrations/${m.vmId}`);
+      await this.abortTarget(m.vmId, m);
     }
   }
 
   /** Target side: whether this host runs the guest it was receiving (recovery asks). */
   async incomingState(id: string): Promise<{ qemuStatus: string | null; diskPaths: Record<string, string> }> {
-    let qemuStatus: string | null = null;
-    try {
-      qemuStatus = (await this.o.runtime.qmp(id).execute<{ status: string }>('query-status')).status;
-    } catch {
-      // No QEMU here for it.
-    }
+    const qemuStatus = await this.qemuStatus(id);
     const { value: vm } = await this.o.vms.find(id);
     return {
       qemuStatus,
       diskPaths: Object.fromEntries(vm.disks.map((d) => [d.id, this.o.provisioner.migrationDiskPath(id, d.id)])),
     };
+  }
+
+  /** QEMU's run state for a VM on this host, or null when no QEMU runs it here. */
+  private async qemuStatus(id: string): Promise<string | null> {
+    try {
+      return (await this.o.runtime.qmp(id).execute<{ status: string }>('query-status')).status;
+    } catch {
+      return null;
+    }
   }
 
   /** Target side, step 1: disks, vdisk and a QEMU waiting for the incoming migration. */
@@ -824,24 +974,28 @@ export class HostAgent {
   }
 
   /** Target side, step 2: the source is paused and in sync; run the guest here. */
-  async finishIncoming(id: string): Promise<{ pid: number | null }> {
+  async finishIncoming(id: string): Promise<{ pid: number | null; loadWaitMs: number }> {
     return this.withLock(id, async () => {
       const qmp = this.o.runtime.qmp(id);
+      const t0 = Date.now();
       for (let i = 0; ; i++) {
         const q = await qmp.execute<{ status: string }>('query-status');
         if (q.status !== 'inmigrate') break;
-        if (i > 600) throw new FdError('FD_MIGRATION_FAILED', 'the target never left the incoming state');
-        await sleep(10);
+        if (i > 3000) throw new FdError('FD_MIGRATION_FAILED', 'the target never left the incoming state');
+        await sleep(2);
       }
       const mig = await qmp.execute<{ status?: string }>('query-migrate');
       if (mig.status && mig.status !== 'completed')
         throw new FdError('FD_MIGRATION_FAILED', `incoming migration ${mig.status}`);
+      const loadWaitMs = Date.now() - t0;
+      // The guest is paused on both hosts until this `cont`. The exports only served the
+      // source's mirrors, idle since the source paused: they go after the guest runs.
+      await qmp.execute('cont');
       const exports = await qmp.execute<{ id: string }[]>('query-block-exports');
       for (const e of exports) await qmp.execute('block-export-del', { id: e.id, mode: 'hard' });
       await qmp.execute('nbd-server-stop').catch(() => undefined);
-      await qmp.execute('cont');
       const st = await this.o.runtime.status(id);
-      return { pid: st.pid };
+      return { pid: st.pid, loadWaitMs };
     });
   }
 
@@ -851,6 +1005,12 @@ export class HostAgent {
       const rec = await this.o.store.get<VmRecord>(`vms/${id}`);
       if (rec?.value.host === this.o.hostName)
         throw new FdError('FD_MIGRATION_OWNED', 'this host owns the VM; refusing to tear it down', { status: 409 });
+      // After `finish` the guest runs here and its writes are only here: the source must
+      // complete the move, not undo it.
+      if ((await this.qemuStatus(id)) === 'running')
+        throw new FdError('FD_MIGRATION_TARGET_RAN', 'the guest already runs on this host; the move must complete', {
+          status: 409,
+        });
       await this.o.runtime.stop(id, { graceful: false, timeoutMs: 0 }).catch(() => undefined);
       await this.o.runtime.cleanup(id).catch(() => undefined);
       await this.o.provisioner.removeVmDir(id);
@@ -935,7 +1095,11 @@ export interface MigrationIntent {
   vmId: string;
   from: string;
   to: string;
-  /** copying: disks and memory moving; finishing: the target was told to run the guest. */
-  phase: 'copying' | 'finishing';
+  /**
+   * copying: disks and memory moving; finishing: the target was told to run the guest;
+   * aborting: the migration failed, the source runs the guest, the target still has to
+   * remove its side (it could not be reached).
+   */
+  phase: 'copying' | 'finishing' | 'aborting';
   at: string;
 }

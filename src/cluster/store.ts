@@ -18,6 +18,9 @@ export type StoreEvent<T> = { type: 'put'; key: string; value: T } | { type: 'de
 
 export const ROOT = '/flightdeck/';
 
+/** Longest a unary etcd call may take on one member before it is retried on another. */
+export const CALL_DEADLINE_MS = 8000;
+
 function decode<T>(kv: IKeyValue, prefixLen: number): Versioned<T> {
   return { key: kv.key.toString().slice(prefixLen), value: JSON.parse(kv.value.toString()) as T, rev: kv.mod_revision };
 }
@@ -29,23 +32,30 @@ export class Store {
     readonly endpoints: string[],
     readonly root = ROOT,
   ) {
+    // No circuit breaker per endpoint (etcd3's default opens after 3 failed calls and refuses
+    // every call to that endpoint for 5 s: under load in CI it refused all of them, and with
+    // one endpoint nothing else is left). Several endpoints: a member cut off from its peers
+    // (partitioned, frozen) accepts calls it cannot answer, so a unary call gets a deadline and
+    // etcd3's retry sends it to another member. One endpoint: no deadline, nowhere to go.
+    const several = endpoints.length > 1;
     this.client = new Etcd3({
       hosts: endpoints,
       dialTimeout: 3000,
+      faultHandling: { host: () => noop },
+      ...(several
+        ? {
+            defaultCallOptions: (ctx: { isStream: boolean }) =>
+              ctx.isStream ? {} : { deadline: new Date(Date.now() + CALL_DEADLINE_MS) },
+          }
+        : {}),
       // gRPC keepalives notice a dead connection (a partitioned or frozen member) on streams
       // such as watches and lease keepalives. Not more often than etcd's default
-      // --grpc-keepalive-min-time (5 s), or it answers with too_many_pings. Unary calls get no
-      // deadline: under load a deadline trips etcd3's circuit breaker and fails every call
-      // for seconds (seen in CI); bounding them needs a breaker policy of our own first.
+      // --grpc-keepalive-min-time (5 s), or it answers with too_many_pings.
       grpcOptions: {
         'grpc.keepalive_time_ms': 10_000,
         'grpc.keepalive_timeout_ms': 5_000,
         'grpc.keepalive_permit_without_calls': 1,
       },
-      // etcd3 puts a circuit breaker on each endpoint so calls move to the others; with one
-      // endpoint (a host's own member) there is nowhere to move, and an open breaker refused
-      // every call for 5 s after the member came back (seen in the HA soak): none then.
-      ...(endpoints.length === 1 ? { faultHandling: { host: () => noop } } : {}),
     });
   }
 

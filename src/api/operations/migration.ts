@@ -24,6 +24,11 @@ export const migrationOperations = [
       xbzrle: Bool.optional().describe('compress re-sent pages'),
       multifd: Bool.optional().describe('several connections for memory'),
       postcopy: Bool.optional().describe('switch to post-copy when pre-copy does not converge (off by default)'),
+      stallTimeout: z
+        .string()
+        .max(16)
+        .optional()
+        .describe('give up when no data moves for this long, e.g. 10s (a cut link stalls without an error)'),
     }),
     permission: 'write',
     route: ownerOf,
@@ -31,7 +36,11 @@ export const migrationOperations = [
       noun: 'vm',
       verb: 'migrate',
       args: ['id'],
-      flags: { bandwidth: { value: 'SIZE' }, downtimeLimit: { value: 'DURATION' } },
+      flags: {
+        bandwidth: { value: 'SIZE' },
+        downtimeLimit: { value: 'DURATION' },
+        stallTimeout: { value: 'DURATION' },
+      },
     },
     run: async ({ svc }, input) => {
       const vm = await svc.vms.get(input.id);
@@ -49,6 +58,7 @@ export const migrationOperations = [
         xbzrle: input.xbzrle ?? DEFAULT_TUNABLES.xbzrle,
         multifd: input.multifd ?? DEFAULT_TUNABLES.multifd,
         postcopy: input.postcopy ?? DEFAULT_TUNABLES.postcopy,
+        stallTimeoutMs: input.stallTimeout ? parseDurationMs(input.stallTimeout) : DEFAULT_TUNABLES.stallTimeoutMs,
       };
       return {
         title: `migrate ${vm.name}${input.to ? ` to ${input.to}` : ''}`,
