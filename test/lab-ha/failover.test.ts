@@ -212,6 +212,10 @@ test('kill of the standby: the VM keeps running degraded, then re-syncs to anoth
 test('planned failover moves a protected VM to its standby (the same guest, no reboot) and the mirror turns around', async () => {
   const vm = await protectedVm('haplan', 'h2', 'h3');
   const hbBefore = lastProbe(await labSerial(lab, 'h2', vm.id), 'FD-HB') ?? 0n;
+  // A mirrored VM does not live-migrate elsewhere (its disks are already on the standby).
+  const refused = await labCli(lab, 'h1', ['vm', 'migrate', 'haplan', '--to', 'h1']);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /FD_VM_PROTECTED/);
   const task = await json<Task>('h1', ['vm', 'failover', 'haplan']);
   assert.equal(task.state, 'succeeded', JSON.stringify(task.error));
   assert.equal(task.result?.to, 'h3');

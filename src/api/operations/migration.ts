@@ -51,6 +51,11 @@ export const migrationOperations = [
       }
       if (input.to === vm.host)
         throw new FdError('FD_MIGRATION_SAME_HOST', `VM ${vm.name} already runs on ${vm.host}`, { status: 409 });
+      if (vm.protection)
+        throw new FdError('FD_VM_PROTECTED', `VM ${vm.name} is mirrored to ${vm.protection.standby ?? 'a standby'}`, {
+          status: 409,
+          hint: `move it to its standby with "flightdeck vm failover ${vm.name}", or "vm unprotect" it first`,
+        });
       const tunables = {
         bandwidthBytesPerS: input.bandwidth ?? DEFAULT_TUNABLES.bandwidthBytesPerS,
         downtimeLimitMs: input.downtimeLimit ? parseDurationMs(input.downtimeLimit) : DEFAULT_TUNABLES.downtimeLimitMs,
@@ -125,13 +130,19 @@ export const migrationOperations = [
         t.log(`${name} is in maintenance: no new VMs go there`);
         const mine = (await svc.vms.list()).filter((v) => v.host === name);
         const running = mine.filter((v) => v.state === 'running' || v.state === 'paused');
-        const moved: MigrationResult[] = [];
+        const moved: (MigrationResult | { from: string; to: string; pausedMs: number })[] = [];
         const failed: { vm: string; error: string }[] = [];
         for (const [i, vm] of running.entries()) {
           t.progress({ done: i, total: running.length, unit: 'items', ratePerS: 0, etaS: null, message: vm.name });
-          t.log(`migrating ${vm.name} (${i + 1}/${running.length})`);
           try {
-            moved.push(await svc.agent.migrateVm(vm.id, undefined, DEFAULT_TUNABLES, t));
+            if (vm.protection) {
+              // A mirrored VM moves to its standby, where its disks already are.
+              t.log(`failing ${vm.name} over to its standby (${i + 1}/${running.length})`);
+              moved.push(await svc.agent.protection.plannedFailover(vm.id, t));
+            } else {
+              t.log(`migrating ${vm.name} (${i + 1}/${running.length})`);
+              moved.push(await svc.agent.migrateVm(vm.id, undefined, DEFAULT_TUNABLES, t));
+            }
           } catch (err) {
             failed.push({ vm: vm.name, error: (err as Error).message });
             t.log(`${vm.name} could not move: ${(err as Error).message}`);
