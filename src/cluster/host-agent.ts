@@ -205,10 +205,14 @@ export class HostAgent {
     if (JSON.stringify([...new Set(ids)].sort()) !== JSON.stringify(cur)) await writeGuarded(this.o.dataDir, ids);
   }
 
-  /** Whether the keeper holds a lease renewed recently enough that no one can have taken over. */
+  /**
+   * Whether the keeper holds its lease. The keeper writes leaseOk=false the moment it fences;
+   * the age bound only catches a keeper that stopped writing altogether (dead or frozen), as
+   * it saves a renewal at most once a second and may lag on a loaded machine.
+   */
   private async leaseHeld(): Promise<boolean> {
     const st = await readKeeperState(this.o.dataDir);
-    return !!st?.leaseOk && !!st.lastOkAt && Date.now() - Date.parse(st.lastOkAt) < FENCE_AFTER_MS;
+    return !!st?.leaseOk && !!st.lastOkAt && Date.now() - Date.parse(st.lastOkAt) < ALIVE_TTL_S * 1000;
   }
 
   /**
@@ -393,6 +397,9 @@ export class HostAgent {
    */
   private async onRuntimeChange(id: string, st: RuntimeStatus): Promise<void> {
     if (this.closed) return;
+    // The gate held a crash restart (lease not fresh, owner unknown): the guard loop restarts
+    // it once this host surely owns the VM again.
+    if (st.restartHeld) this.fencedPending.add(id);
     const restarted = st.state === 'running' && this.statuses.get(id)?.state !== 'running';
     const prevRestarts = this.statuses.get(id)?.restarts ?? 0;
     await this.publish(id, st, restarted && this.locks.has(id) === false ? prevRestarts : undefined);

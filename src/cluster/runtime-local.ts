@@ -153,10 +153,15 @@ export async function createLocalRuntime(o: {
       'resumed',
       'reset',
       'restarting',
+      'restart-held',
     ];
     if (!interesting.includes(e.type)) return;
     void status(e.vm).then((s) => {
-      const st: RuntimeStatus = { ...s, ...(e.type === 'guest-shutdown' ? { guestShutdown: true } : {}) };
+      const st: RuntimeStatus = {
+        ...s,
+        ...(e.type === 'guest-shutdown' ? { guestShutdown: true } : {}),
+        ...(e.type === 'restart-held' ? { restartHeld: true } : {}),
+      };
       if (e.type === 'restart-failed' && st.state !== 'running')
         st.lastError = `restart policy gave up: ${String(e.detail?.['message'] ?? '')}`;
       for (const l of listeners) l(e.vm, st);

@@ -15,6 +15,8 @@ export interface RuntimeStatus {
   lastError: string | null;
   /** True when the guest itself powered off (as opposed to a crash). */
   guestShutdown?: boolean;
+  /** A restart by policy was held by the restart gate; the agent restarts it when it may. */
+  restartHeld?: boolean;
 }
 
 export interface VmStats {

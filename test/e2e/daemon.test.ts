@@ -302,14 +302,17 @@ test('HA restarts a crashed VM within its budget, then leaves it down and says w
     last = pid!;
     process.kill(last, 'SIGKILL');
   }
+  let seen: Vm | undefined;
   const down = await waitFor(
     'the restart budget spent',
     async () => {
-      const v = await d.json<Vm>(['vm', 'show', 'crashy']);
+      const v = (seen = await d.json<Vm>(['vm', 'show', 'crashy']));
       return v.state === 'crashed' && /gave up/.test(v.lastError ?? '') ? v : undefined;
     },
     { timeoutMs: 30_000, intervalMs: 200 },
-  );
+  ).catch((err: Error) => {
+    throw new Error(`${err.message}; last seen: ${JSON.stringify(seen)}; QEMUs ${JSON.stringify(last)}`);
+  });
   assert.equal(down.desired, 'running');
   await sleep(1500);
   assert.deepEqual(await qemusOf(id), [], 'no restart after the budget');
