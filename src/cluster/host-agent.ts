@@ -77,6 +77,7 @@ export class HostAgent {
   private guarding = false;
   /** VMs the fence keeper killed that this host may restart once it holds its lease again. */
   private readonly fencedPending = new Set<string>();
+  private readonly reconcileQueued = new Set<string>();
   private lastFencedAt: string | null = null;
   private stopWatch: (() => Promise<void>) | undefined;
   private stopHostWatch: (() => Promise<void>) | undefined;
@@ -182,8 +183,15 @@ export class HostAgent {
     this.stopNetWatch = await store.watch('networks/', refreshNets);
     this.stopWatch = await store.watch<VmRecord>('vms/', (e) => {
       refreshNets();
-      if (e.type === 'put' && e.value.host === hostName && !this.locks.has(e.value.id)) {
-        void this.withLock(e.value.id, () => this.reconcile(e.value.id)).catch(() => undefined);
+      // Queued behind whatever holds the VM's lock (not skipped: a VM handed to this host
+      // while its lock was held must still get its state published), at most once.
+      if (e.type === 'put' && e.value.host === hostName && !this.reconcileQueued.has(e.value.id)) {
+        const id = e.value.id;
+        this.reconcileQueued.add(id);
+        void this.withLock(id, () => {
+          this.reconcileQueued.delete(id);
+          return this.reconcile(id);
+        }).catch(() => undefined);
       }
     });
   }

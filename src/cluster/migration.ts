@@ -44,7 +44,8 @@ export const DEFAULT_TUNABLES: MigrationTunables = {
   xbzrle: false,
   multifd: false,
   postcopy: false,
-  stallTimeoutMs: 10_000,
+  // Long enough that a loaded machine (QEMU starved for seconds) is not taken for a cut link.
+  stallTimeoutMs: 30_000,
 };
 
 export interface PreparedTarget {

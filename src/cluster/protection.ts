@@ -100,7 +100,8 @@ export class Protection {
 
   // ---- user-facing: protect, unprotect, planned failover ----
 
-  async protect(vmId: string, standby: string | null, t: TaskHandle): Promise<ProtectionRecord> {
+  /** Refuses a protect that cannot work (checked before the task exists; changes nothing). */
+  async checkProtect(vmId: string, standby: string | null): Promise<VmRecord> {
     const vm = (await this.d.store.get<VmRecord>(`vms/${vmId}`))?.value;
     if (!vm) throw new FdError('FD_VM_NOT_FOUND', `no VM ${vmId}`);
     if (standby === vm.host)
@@ -109,6 +110,21 @@ export class Protection {
       });
     if (standby && !(await this.d.store.get<HostRecord>(`hosts/${standby}`)))
       throw new FdError('FD_HOST_NOT_FOUND', `no host ${standby}`, { status: 404 });
+    const alive = new Set((await this.d.store.list<{ name: string }>('alive/')).map((a) => a.value.name));
+    if (standby && !alive.has(standby))
+      throw new FdError('FD_HOST_UNAVAILABLE', `host ${standby} is lost; it cannot take a standby copy now`, {
+        status: 409,
+      });
+    if (!standby && !(await this.chooseStandby(vm, { requestedStandby: null, standby: null }, alive)))
+      throw new FdError('FD_NO_STANDBY_HOST', `no host other than ${vm.host} can take a copy of ${vm.name}`, {
+        status: 409,
+        hint: 'mirroring needs a second host: flightdeck cluster join (see the README), or the lab',
+      });
+    return vm;
+  }
+
+  async protect(vmId: string, standby: string | null, t: TaskHandle): Promise<ProtectionRecord> {
+    const vm = await this.checkProtect(vmId, standby);
     const now = new Date().toISOString();
     const prev = (await this.d.store.get<ProtectionRecord>(`protection/${vmId}`))?.value;
     if (prev && prev.requestedStandby !== standby && prev.standby) {
@@ -133,11 +149,18 @@ export class Protection {
       t.log(`${vm.name} is ${st.state}: the mirror starts when it runs`);
       return (await this.d.store.get<ProtectionRecord>(`protection/${vmId}`))!.value;
     }
-    // Show the initial sync as this task's progress; done when protected.
+    // Show the initial sync as this task's progress; done when protected. A mirror that cannot
+    // start (degraded for a while with a reason) fails the task; the loop keeps trying.
+    let degradedSince = 0;
     for (;;) {
       if (t.signal.aborted) throw new FdError('FD_TASK_CANCELLED', 'protect cancelled (the mirror keeps syncing)');
       const rec = (await this.d.store.get<ProtectionRecord>(`protection/${vmId}`))?.value;
       if (!rec) throw new FdError('FD_PROTECTION_REMOVED', `${vm.name} was unprotected meanwhile`);
+      degradedSince = rec.state === 'degraded' && rec.lastError ? degradedSince || Date.now() : 0;
+      if (degradedSince && Date.now() - degradedSince > 20_000)
+        throw new FdError('FD_PROTECTION_DEGRADED', `${vm.name} is not mirrored yet: ${rec.lastError}`, {
+          hint: 'it keeps trying; see `vm show` for its protection state, or `vm unprotect` it',
+        });
       if (rec.progress)
         t.progress({
           done: rec.progress.done,
@@ -220,7 +243,15 @@ export class Protection {
       await this.sweepCopies(recs).catch((err: unknown) =>
         this.d.log.warn('sweeping standby copies failed', { err: String(err) }),
       );
+    let owners: Map<string, string>;
+    try {
+      owners = new Map((await this.d.store.list<VmRecord>('vms/')).map((v) => [v.value.id, v.value.host]));
+    } catch {
+      return;
+    }
     for (const rec of recs) {
+      // Only the primary keeps a mirror; other hosts must not take the VM's lock for nothing.
+      if (owners.get(rec.vmId) !== this.d.hostName) continue;
       if (this.busy.has(rec.vmId)) continue;
       this.busy.add(rec.vmId);
       void this.d
@@ -285,8 +316,12 @@ export class Protection {
     await this.startMirror(vm, rec, standby);
   }
 
-  private async chooseStandby(vm: VmRecord, rec: ProtectionRecord, alive: Set<string>): Promise<string | undefined> {
-    const ok = (h: string | null): h is string => !!h && h !== this.d.hostName && alive.has(h);
+  private async chooseStandby(
+    vm: VmRecord,
+    rec: Pick<ProtectionRecord, 'requestedStandby' | 'standby'>,
+    alive: Set<string>,
+  ): Promise<string | undefined> {
+    const ok = (h: string | null): h is string => !!h && h !== vm.host && alive.has(h);
     if (ok(rec.requestedStandby)) return rec.requestedStandby;
     if (ok(rec.standby)) return rec.standby;
     try {
@@ -295,7 +330,7 @@ export class Protection {
           vmId: vm.id,
           cpus: vm.cpus,
           memoryBytes: vm.memoryBytes,
-          exclude: [this.d.hostName],
+          exclude: [vm.host],
           antiAffinity: vm.antiAffinity,
           pinnedHost: null,
         },

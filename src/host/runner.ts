@@ -746,7 +746,12 @@ export class VmRunner extends EventEmitter {
           return;
         }
         await this.withLock(name, () => this.startLocked(record.spec, record.restarts + 1));
-      })().catch((err: unknown) => this.emitVm(name, 'restart-failed', { message: (err as Error).message }));
+      })().catch((err: unknown) => {
+        // A restart that fails (QEMU died again while starting) is one more crash: the policy
+        // tries again within its budget, and reports when that is spent.
+        this.log.warn('restart by policy failed', { vm: name, err: (err as Error).message });
+        this.applyRestartPolicy(record, 'crashed');
+      });
     }, delayMs);
     this.pendingRestarts.set(name, t);
   }

@@ -295,10 +295,16 @@ test('HA restarts a crashed VM within its budget, then leaves it down and says w
       'a new QEMU for crashy',
       async () => {
         const q = await qemusOf(id);
-        return q.length === 1 && q[0] !== last ? q : undefined;
+        if (q.length !== 1 || q[0] === last) return undefined;
+        // Killed once it runs (a kill during its start is a failed start, also counted).
+        const v = await d.json<Vm>(['vm', 'show', 'crashy']);
+        return v.state === 'running' && v.pid === q[0] ? q : undefined;
       },
-      { timeoutMs: 30_000, intervalMs: 100 },
-    );
+      { timeoutMs: 60_000, intervalMs: 100 },
+    ).catch(async (err: Error) => {
+      const vm = await d.cli(['vm', 'show', 'crashy', '--json']);
+      throw new Error(`kill ${i + 1}: ${err.message}; VM: ${vm.stdout}; daemon log:\n${d.log.slice(-3000)}`);
+    });
     last = pid!;
     process.kill(last, 'SIGKILL');
   }
@@ -316,5 +322,10 @@ test('HA restarts a crashed VM within its budget, then leaves it down and says w
   assert.equal(down.desired, 'running');
   await sleep(1500);
   assert.deepEqual(await qemusOf(id), [], 'no restart after the budget');
+  // Mirroring needs a second host: refused with a code, nothing recorded.
+  const prot = await d.cli(['vm', 'protect', 'crashy']);
+  assert.equal(prot.code, 1);
+  assert.match(prot.stderr, /FD_NO_STANDBY_HOST/);
+  assert.equal((await d.json<{ protection: unknown }>(['vm', 'show', 'crashy'])).protection, null);
   await d.json(['vm', 'delete', 'crashy', '--force', 'true']);
 });

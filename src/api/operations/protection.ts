@@ -57,6 +57,7 @@ export const protectionOperations = [
     cli: { noun: 'vm', verb: 'protect', args: ['id'] },
     run: async ({ svc }, input) => {
       const vm = await svc.vms.get(input.id);
+      await svc.agent.protection.checkProtect(vm.id, input.standby ?? null);
       return {
         title: `protect ${vm.name}${input.standby ? ` on ${input.standby}` : ''}`,
         target: { kind: 'vm', id: vm.id, name: vm.name },

@@ -141,6 +141,15 @@ async function main(configPath: string): Promise<number> {
       .finally(() => inFlight--);
   };
   const renewTimer = setInterval(renew, RENEW_MS);
+  /** Other hosts in the cluster at the last look (null: not known yet, so fence). */
+  let peers: number | null = null;
+  const countPeers = (): void =>
+    void store
+      .list<{ name: string }>('hosts/')
+      .then((hs) => (peers = hs.filter((h) => h.value.name !== cfg.hostName).length))
+      .catch(() => undefined);
+  countPeers();
+  const peersTimer = setInterval(countPeers, 5000);
 
   void grant();
   const timer = setInterval(() => {
@@ -150,7 +159,11 @@ async function main(configPath: string): Promise<number> {
       return;
     }
     if (lastOk > 0 && !fencedSinceOk && performance.now() - lastOk > cfg.fenceAfterMs) {
-      void fence(`no renewal succeeded for ${Math.round(performance.now() - lastOk)} ms`);
+      if (peers === 0) {
+        // No other host exists to start these VMs: a fence would only take them down.
+        fencedSinceOk = true;
+        log.warn('no renewal, but this host is alone in its cluster: not fencing');
+      } else void fence(`no renewal succeeded for ${Math.round(performance.now() - lastOk)} ms`);
     }
   }, TICK_MS);
 
@@ -158,6 +171,7 @@ async function main(configPath: string): Promise<number> {
   stopping = true;
   clearInterval(timer);
   clearInterval(renewTimer);
+  clearInterval(peersTimer);
   const l = lease;
   lease = undefined;
   if (signal === 'SIGUSR2') {
