@@ -28,7 +28,7 @@ import {
 } from './migration.js';
 import { qemuIds } from '../qemu/argv.js';
 import { sleep } from '../core/process.js';
-import { createServer as createNetServer } from 'node:net';
+import { freePort } from './ports.js';
 import { Protection } from './protection.js';
 import { localFirst } from './endpoints.js';
 import { ensureKeeper, readKeeperState, stopKeeper } from './fence/keeper-process.js';
@@ -1091,18 +1091,6 @@ export class HostAgent {
       await stopKeeper(this.o.dataDir).catch(() => undefined);
     await this.o.runtime.close();
   }
-}
-
-/** A free TCP port on `host` (bound and released; the caller binds it right away). */
-function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createNetServer();
-    srv.once('error', reject);
-    srv.listen(0, host, () => {
-      const a = srv.address();
-      srv.close(() => (typeof a === 'object' && a ? resolve(a.port) : reject(new Error('no port'))));
-    });
-  });
 }
 
 /** A migration in flight, recorded by its source so a restarted daemon can finish or undo it. */

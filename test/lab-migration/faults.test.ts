@@ -8,10 +8,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
 import { Lab } from '../../src/cluster/lab/lab.js';
 import { pidsMentioning } from '../../src/cluster/lab/procs.js';
-import { labJson } from '../helpers/lab.js';
+import { labJson, labQemuHosts } from '../helpers/lab.js';
 import { waitFor } from '../../src/core/process.js';
 import { parseProbeLine } from '../../src/host/images/probes.js';
 import { readCounterFromImage } from '../../src/host/images/vhd.js';
@@ -39,19 +38,7 @@ interface HostRow {
   leader: boolean;
 }
 
-/** Hosts with a QEMU process for this VM id (found by its run dir in the command line). */
-async function qemuHosts(id: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const p of await readdir('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    const comm = await readFile(`/proc/${p}/comm`, 'utf8').catch(() => '');
-    if (!comm.startsWith('qemu-system')) continue;
-    const cmd = await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
-    const h = lab.state.hosts.find((x) => cmd.includes(`${x.dataDir}/run/${id}/`));
-    if (h) out.push(h.name);
-  }
-  return out.sort();
-}
+const qemuHosts = (id: string): Promise<string[]> => labQemuHosts(lab, id);
 
 /** What host `name` still holds of VM `id`: processes, run dir, disk dir. */
 async function leftovers(name: string, id: string): Promise<string[]> {

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
 import { Lab } from '../../src/cluster/lab/lab.js';
 import type { CliResult } from '../helpers/daemon.js';
-import { labCli, labJson } from '../helpers/lab.js';
+import { labCli, labJson, labQemuHosts } from '../helpers/lab.js';
 import { waitFor } from '../../src/core/process.js';
 
 const PREFIX = `lm${process.pid % 10000}`;
@@ -18,19 +18,7 @@ let lab: Lab;
 const cli = (host: string, args: string[]): Promise<CliResult> => labCli(lab, host, args);
 const json = <T>(host: string, args: string[]): Promise<T> => labJson<T>(lab, host, args);
 
-/** Hosts whose data dir has a QEMU running for this VM id. */
-async function qemuHosts(id: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const p of await readdir('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    const comm = await readFile(`/proc/${p}/comm`, 'utf8').catch(() => '');
-    if (!comm.startsWith('qemu-system')) continue;
-    const cmd = await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
-    const h = lab.state.hosts.find((x) => cmd.includes(`${x.dataDir}/run/${id}/`));
-    if (h) out.push(h.name);
-  }
-  return out.sort();
-}
+const qemuHosts = (id: string): Promise<string[]> => labQemuHosts(lab, id);
 
 interface Vm {
   id: string;
