@@ -1,7 +1,7 @@
 /** Operations on images, volumes (pool disks), networks and hosts. */
 import { z } from 'zod';
 import { FdError } from '../../core/errors.js';
-import { Name, Size } from '../../cluster/model.js';
+import { Name, Size } from '../../cluster/state/model.js';
 import { importDirs } from '../../host/host-config.js';
 import { checkImportSource } from '../../host/import-paths.js';
 import { defineOperation, defineTaskOperation } from '../operation.js';
