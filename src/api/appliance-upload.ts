@@ -16,7 +16,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { FdError } from '../core/errors.js';
 import { inspectPackage } from '../ovf/inspect.js';
 import type { OvfEntity } from '../ovf/model.js';
-import type { TokenRecord } from '../cluster/tokens.js';
+import type { TokenRecord } from '../cluster/state/tokens.js';
 import type { Permission } from './operation.js';
 import type { Services } from './services.js';
 

@@ -8,7 +8,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { FdError } from '../core/errors.js';
-import type { Store } from '../cluster/store.js';
+import type { Store } from '../cluster/state/store.js';
 
 export const TICKET_TTL_MS = 30_000;
 const PREFIX = 'console-tickets/';

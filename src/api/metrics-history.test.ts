@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { silentLogger } from '../core/log.js';
 import { HISTORY_SAMPLES, MetricsHistory } from './metrics-history.js';
-import type { VmStats } from '../cluster/runtime.js';
+import type { VmStats } from '../cluster/runtime/runtime.js';
 
 test('rates from counters, an hour kept, nothing before the first pair', async () => {
   let stats: VmStats[] = [];

@@ -7,7 +7,7 @@
  */
 import { cpus, freemem, loadavg, totalmem } from 'node:os';
 import type { Logger } from '../core/log.js';
-import type { VmStats } from '../cluster/runtime.js';
+import type { VmStats } from '../cluster/runtime/runtime.js';
 
 export const SAMPLE_INTERVAL_MS = 10_000;
 export const HISTORY_SAMPLES = 360; // one hour at 10 s

@@ -4,7 +4,7 @@
  * not already know.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { TokenRecord } from '../cluster/tokens.js';
+import type { TokenRecord } from '../cluster/state/tokens.js';
 import type { Permission } from './operation.js';
 import type { Services } from './services.js';
 

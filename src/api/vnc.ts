@@ -6,7 +6,7 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { FdError } from '../core/errors.js';
-import type { TokenRecord } from '../cluster/tokens.js';
+import type { TokenRecord } from '../cluster/state/tokens.js';
 import type { Permission } from './operation.js';
 import type { Services } from './services.js';
 import type { Channel } from './ws-relay.js';

@@ -1,7 +1,7 @@
 /** Console tickets and the metrics history behind the web UI's graphs. */
 import { z } from 'zod';
 import { FdError } from '../../core/errors.js';
-import { Name } from '../../cluster/model.js';
+import { Name } from '../../cluster/state/model.js';
 import { ConsoleTickets } from '../console-tickets.js';
 import { defineOperation } from '../operation.js';
 import { Loose, ownerOf } from './common.js';
