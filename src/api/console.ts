@@ -7,7 +7,7 @@ import { connect } from 'node:net';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import WebSocket, { WebSocketServer } from 'ws';
 import { FdError } from '../core/errors.js';
-import type { TokenRecord } from '../cluster/tokens.js';
+import type { TokenRecord } from '../cluster/state/tokens.js';
 import { toErrorReply } from './errors.js';
 import type { Permission } from './operation.js';
 import type { Services } from './services.js';

@@ -5,7 +5,7 @@
  */
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { FdError } from '../core/errors.js';
-import type { TokenRecord } from '../cluster/tokens.js';
+import type { TokenRecord } from '../cluster/state/tokens.js';
 import { badInput, toErrorReply } from './errors.js';
 import { inputInQuery, type Operation, type Permission } from './operation.js';
 import { buildOpenApi, docsPage } from './openapi.js';

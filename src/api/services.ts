@@ -1,12 +1,12 @@
 /** What operations can reach: the cluster-level services of the daemon that answers. */
 import type { Logger } from '../core/log.js';
-import type { Store } from '../cluster/store.js';
-import type { TaskManager } from '../cluster/tasks.js';
-import type { TokenService } from '../cluster/tokens.js';
-import type { VmService } from '../cluster/vms.js';
-import type { HostAgent } from '../cluster/host-agent.js';
-import type { Catalog } from '../cluster/catalog.js';
-import type { LeaderElection } from '../cluster/leader.js';
+import type { Store } from '../cluster/state/store.js';
+import type { TaskManager } from '../cluster/state/tasks.js';
+import type { TokenService } from '../cluster/state/tokens.js';
+import type { VmService } from '../cluster/state/vms.js';
+import type { HostAgent } from '../cluster/agent/host-agent.js';
+import type { Catalog } from '../cluster/state/catalog.js';
+import type { LeaderElection } from '../cluster/clustering/leader.js';
 
 export interface Services {
   hostName: string;

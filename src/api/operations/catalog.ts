@@ -2,7 +2,7 @@
 import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 import { FdError } from '../../core/errors.js';
-import { Name, Size } from '../../cluster/model.js';
+import { Name, Size } from '../../cluster/state/model.js';
 import { defineOperation, defineTaskOperation } from '../operation.js';
 import { Loose, flag } from './common.js';
 

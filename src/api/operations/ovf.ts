@@ -4,9 +4,9 @@
  * validate` work on files without a daemon (src/cli/commands/ovf.ts).
  */
 import { z } from 'zod';
-import { Name } from '../../cluster/model.js';
-import { planExport, runExport } from '../../cluster/appliance/export.js';
-import { planImport, runImport, type ApplianceHost } from '../../cluster/appliance/import.js';
+import { Name } from '../../cluster/state/model.js';
+import { planExport, runExport } from '../../appliance/export.js';
+import { planImport, runImport, type ApplianceHost } from '../../appliance/import.js';
 import { defineTaskOperation, type OpContext, type Route } from '../operation.js';
 
 const applianceHost = ({ svc }: OpContext): ApplianceHost => ({

@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { access } from 'node:fs/promises';
 import { FdError } from '../../core/errors.js';
 import { Progress } from '../../core/progress.js';
-import type { TaskRecord } from '../../cluster/tasks.js';
+import type { TaskRecord } from '../../cluster/state/tasks.js';
 import { argString, defineCommand, optBool, optString, type CommandDef } from '../command.js';
 import { ApiClient, throwIfError } from '../api-client.js';
 import { followTask } from '../api-commands.js';
