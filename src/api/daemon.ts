@@ -29,6 +29,7 @@ import { loadClusterConfig } from '../cluster/clustering/membership.js';
 import { operations } from './operations/index.js';
 import { ensureSelfSignedCert } from './tls.js';
 import type { Services } from './services.js';
+import { MetricsHistory } from './metrics-history.js';
 
 export const VERSION = '0.1.0';
 export const DEFAULT_PORT = 8420;
@@ -154,6 +155,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   leader.on('lost', () => failover.stop());
   const tasks = new TaskManager(store, hostName, log);
   await tasks.init();
+  const history = new MetricsHistory(() => agent.stats(), log.child({ part: 'metrics' }));
   const svc: Services = {
     hostName,
     dataDir,
@@ -166,6 +168,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     catalog,
     agent,
     leader,
+    history,
     log,
   };
   const app = await createServer(svc, operations, tls ? { tls } : {});
@@ -176,6 +179,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   agent.setApiUrl(finalUrl);
   await agent.init();
   leader.start();
+  history.start();
   await writeFileAtomic(
     join(dataDir, 'daemon.json'),
     JSON.stringify(
@@ -207,6 +211,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     async close(closeOpts = {}) {
       supervising = false;
       failover.stop();
+      await history.stop();
       await leader.stop();
       await app.close();
       await tasks.drain();

@@ -7,6 +7,7 @@ import type { VmService } from '../cluster/state/vms.js';
 import type { HostAgent } from '../cluster/agent/host-agent.js';
 import type { Catalog } from '../cluster/state/catalog.js';
 import type { LeaderElection } from '../cluster/clustering/leader.js';
+import type { MetricsHistory } from './metrics-history.js';
 
 export interface Services {
   hostName: string;
@@ -21,5 +22,7 @@ export interface Services {
   catalog: Catalog;
   agent: HostAgent;
   leader: LeaderElection;
+  /** The last hour of this host's and its VMs' load (the web UI's graphs). */
+  history: MetricsHistory;
   log: Logger;
 }

@@ -546,6 +546,14 @@ export class HostAgent {
     return this.o.runtime.serialSocket(id);
   }
 
+  vncSocket(id: string): Promise<string> {
+    return this.o.runtime.vncSocket(id);
+  }
+
+  screenshot(id: string): Promise<Buffer> {
+    return this.o.runtime.screenshot(id);
+  }
+
   logs(id: string, lines: number): Promise<{ serial: string[]; qemu: string[] }> {
     return this.o.runtime.logs(id, lines);
   }

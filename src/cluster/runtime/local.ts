@@ -4,13 +4,15 @@
  * QEMU and vdisk processes, their reattachment and the restart policy. Runner VMs are named
  * by VM id, so a rename never orphans a running VM.
  */
-import { open, readFile } from 'node:fs/promises';
+import { open, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isFdError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import { detectAccel } from '../../qemu/accel.js';
+import { screendump } from '../../qemu/screendump.js';
 import type { VmSpecInput } from '../../qemu/spec.js';
 import { VmRunner, type VmEvent, type VmStatus as RunnerStatus } from '../../host/runner.js';
+import { tapName } from '../../host/tap.js';
 import type { DiskRecord, ImageRecord, NetworkRecord, VmRecord } from '../state/model.js';
 import type { Runtime, RuntimeStatus, VmStats } from './runtime.js';
 import type { Store } from '../state/store.js';
@@ -201,6 +203,22 @@ export async function createLocalRuntime(o: {
     async serialSocket(id) {
       return runner.paths(id).serial;
     },
+    async vncSocket(id) {
+      return runner.paths(id).vnc;
+    },
+    async screenshot(id) {
+      // QEMU writes the file: into the run dir, under a name no other call uses.
+      const file = join(
+        runner.paths(id).dir,
+        `screen-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.png`,
+      );
+      try {
+        await screendump(runner.qmp(id), file);
+        return await readFile(file);
+      } finally {
+        await rm(file, { force: true });
+      }
+    },
     async logs(id, lines) {
       const p = runner.paths(id);
       return { serial: await tailLines(p.serialLog, lines), qemu: await tailLines(p.qemuLog, lines) };
@@ -235,6 +253,15 @@ export async function createLocalRuntime(o: {
           s.diskWriteTimeNs = blk.reduce((a, b) => a + b.stats.wr_total_time_ns, 0);
         } catch {
           // Stats are best effort: a VM stopping right now has no QMP any more.
+        }
+        // Bridged NICs: the tap's counters, seen from the guest (the tap's tx is the guest's rx).
+        for (const n of st.spec?.nics ?? []) {
+          if (n.network.kind !== 'bridge') continue;
+          const dir = `/sys/class/net/${tapName(st.spec!.uuid, n.id)}/statistics`;
+          const rx = Number(await readText(`${dir}/tx_bytes`));
+          const tx = Number(await readText(`${dir}/rx_bytes`));
+          if (Number.isFinite(rx)) s.netRxBytes = (s.netRxBytes ?? 0) + rx;
+          if (Number.isFinite(tx)) s.netTxBytes = (s.netTxBytes ?? 0) + tx;
         }
         out.push(s);
       }

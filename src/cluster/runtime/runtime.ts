@@ -50,6 +50,10 @@ export interface Runtime {
   reboot(id: string): Promise<void>;
   status(id: string): Promise<RuntimeStatus>;
   serialSocket(id: string): Promise<string>;
+  /** The VM's QEMU VNC server (RFB on a unix socket; the API relays it to browsers). */
+  vncSocket(id: string): Promise<string>;
+  /** The guest's screen now, as PNG bytes. */
+  screenshot(id: string): Promise<Buffer>;
   logs(id: string, lines: number): Promise<{ serial: string[]; qemu: string[] }>;
   stats(ids: { id: string; name: string }[]): Promise<VmStats[]>;
   /** VMs this host has a run dir for (running or not), by id. */
