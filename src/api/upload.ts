@@ -57,7 +57,7 @@ export function registerUpload(
       { kind: 'image', id: name, name },
       async (t) => {
         try {
-          return await svc.agent.importImage(name, tmp, t);
+          return await svc.agent.importImage(name, tmp, t, { upload: true });
         } finally {
           await rm(tmp, { force: true });
         }

@@ -187,6 +187,7 @@ export async function planImport(host: ApplianceHost, req: ImportRequest): Promi
   const given = parseProps(req.props);
   const report = await readPackage(req.file, {
     descriptorOnly: true,
+    confined: true,
     ...(req.deployment !== undefined ? { configuration: req.deployment } : {}),
     properties: given,
   });
@@ -373,6 +374,7 @@ export async function runImport(host: ApplianceHost, plan: ImportPlan, t: TaskHa
     const onBytes = (n: number): void => progress.report(Math.min(total, (done += n)));
     t.log(`reading ${req.file}${req.deployment ? ` (deployment option ${req.deployment})` : ''}`);
     await readPackage(req.file, {
+      confined: true,
       ...(req.deployment !== undefined ? { configuration: req.deployment } : {}),
       properties: parseProps(req.props),
       onFile: async (pf) => {

@@ -1053,8 +1053,8 @@ export class HostAgent {
     return this.o.provisioner.buildTinyImage(this.o.hostName, force, t);
   }
 
-  importImage(name: string, file: string, t: TaskHandle): Promise<unknown> {
-    return this.o.provisioner.importImage(name, file, this.o.hostName, t);
+  importImage(name: string, file: string, t: TaskHandle, opts: { upload?: boolean } = {}): Promise<unknown> {
+    return this.o.provisioner.importImage(name, file, this.o.hostName, t, opts);
   }
 
   deleteImage(name: string): Promise<unknown> {

@@ -11,15 +11,15 @@ import { freemem, totalmem } from 'node:os';
 import { FdError } from '../../core/errors.js';
 import { newUuid, macFromSeed } from '../../core/ids.js';
 import type { Logger } from '../../core/log.js';
-import { Progress } from '../../core/progress.js';
 import { produceFileAtomic } from '../../core/atomic-file.js';
 import { run } from '../../core/process.js';
 import { createVhd, createDifferencingVhd } from '../../disk/vhd/create.js';
-import { openDisk, probeFormat } from '../../disk/open.js';
-import { convertDisk } from '../../disk/convert.js';
 import { resizeVhd } from '../../disk/vhd/resize.js';
 import { diskInfo } from '../../disk/vhd/info.js';
 import { buildTinyImage, TINY_MIN_MEMORY_BYTES } from '../../host/images/tiny.js';
+import { importDirs } from '../../host/host-config.js';
+import { importImageFile } from '../../host/image-import.js';
+import { openImportSource } from '../../host/import-paths.js';
 import { bridgesAllowed, HostNetworks } from '../../host/network.js';
 import type { Catalog } from '../state/catalog.js';
 import type { DiskRecord, HostRecord, ImageRecord, NetworkRecord, VmRecord } from '../state/model.js';
@@ -426,58 +426,38 @@ export class Provisioner {
     return rec;
   }
 
-  async importImage(name: string, file: string, host: string, t: TaskHandle): Promise<ImageRecord> {
-    let st;
+  /**
+   * Imports `file` as image NAME: a path import reads only from the host's import directories,
+   * an upload only its own spool file (see host/import-paths.ts).
+   */
+  async importImage(
+    name: string,
+    file: string,
+    host: string,
+    t: TaskHandle,
+    opts: { upload?: boolean } = {},
+  ): Promise<ImageRecord> {
+    const dirs = opts.upload ? [join(this.imagesDir, '.uploads')] : await importDirs(this.o.dataDir);
+    const src = await openImportSource(file, dirs, { notFound: 'FD_IMAGE_FILE_NOT_FOUND' });
+    let made;
     try {
-      st = await stat(file);
-    } catch (err) {
-      throw new FdError('FD_IMAGE_FILE_NOT_FOUND', `cannot read ${file}`, {
-        hint: 'give a path that exists on the daemon host',
-        cause: err,
+      made = await importImageFile(src, opts.upload ? `the upload of ${name}` : file, this.imagesDir, name, {
+        log: (m) => t.log(m),
+        onProgress: (p) => t.progress(p),
+        signal: t.signal,
       });
+    } finally {
+      await src.close();
     }
-    if (!st.isFile()) throw new FdError('FD_IMAGE_FILE_NOT_FOUND', `${file} is not a regular file`);
-    const isIso = await looksLikeIso(file);
-    const now = new Date().toISOString();
-    let rec: ImageRecord;
-    if (isIso) {
-      const dest = join(this.imagesDir, `${name}.iso`);
-      t.log(`copying ISO ${file}`);
-      await produceFileAtomic(dest, (tmp) => copyFile(file, tmp));
-      rec = {
-        name,
-        kind: 'iso',
-        path: dest,
-        format: 'iso',
-        sizeBytes: st.size,
-        kernel: null,
-        initrd: null,
-        cmdline: null,
-        host,
-        createdAt: now,
-      };
-    } else {
-      const format = await probeFormat(file);
-      const dest = join(this.imagesDir, `${name}.vhd`);
-      t.log(`converting ${format} image ${file} to a dynamic VHD`);
-      const progress = new Progress(st.size, (p) => t.progress(p));
-      await convertDisk(file, dest, { to: 'vhd', onProgress: (p) => progress.report(p.done), signal: t.signal });
-      const dev = await openDisk(dest);
-      const sizeBytes = dev.sizeBytes;
-      await dev.close();
-      rec = {
-        name,
-        kind: 'disk',
-        path: dest,
-        format: 'vhd',
-        sizeBytes,
-        kernel: null,
-        initrd: null,
-        cmdline: null,
-        host,
-        createdAt: now,
-      };
-    }
+    const rec: ImageRecord = {
+      name,
+      ...made,
+      kernel: null,
+      initrd: null,
+      cmdline: null,
+      host,
+      createdAt: new Date().toISOString(),
+    };
     if (!(await this.o.store.create(`images/${name}`, rec))) {
       await rm(rec.path, { force: true });
       throw new FdError('FD_IMAGE_EXISTS', `an image named ${name} exists`, { hint: 'choose another name' });
@@ -525,18 +505,6 @@ export class Provisioner {
 
   freeMemory(): number {
     return freemem();
-  }
-}
-
-async function looksLikeIso(path: string): Promise<boolean> {
-  const { open } = await import('node:fs/promises');
-  const fh = await open(path, 'r');
-  try {
-    const b = Buffer.alloc(5);
-    const { bytesRead } = await fh.read(b, 0, 5, 0x8001);
-    return bytesRead === 5 && b.toString('latin1') === 'CD001';
-  } finally {
-    await fh.close();
   }
 }
 
