@@ -5,23 +5,32 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA_DIR=${FLIGHTDECK_DATA_DIR:-/var/lib/flightdeck}
 export FLIGHTDECK_DATA_DIR=$DATA_DIR
+LISTEN=${FLIGHTDECK_LISTEN:-}
+. scripts/node.sh
+fd_node_path
 FD=./bin/flightdeck
 
 health() { [ -f "$DATA_DIR/daemon.json" ] && $FD vm list --json >/dev/null 2>&1; }
 
+serve_args=(serve --data-dir "$DATA_DIR")
+[ -n "$LISTEN" ] && serve_args+=(--listen "$LISTEN")
+LOG=/var/log/flightdeck.log
+# The systemd unit is the default daemon's; a daemon of another data dir runs in the background.
+if [ "$DATA_DIR" != /var/lib/flightdeck ] || [ -n "$LISTEN" ]; then LOG=$DATA_DIR/daemon.log; fi
+
 if ! health; then
-  if [ -d /run/systemd/system ]; then
+  if [ -d /run/systemd/system ] && [ "$LOG" = /var/log/flightdeck.log ]; then
     install -m 0644 contrib/flightdeck.service /etc/systemd/system/flightdeck.service
     sed -i "s#@ROOT@#$PWD#g" /etc/systemd/system/flightdeck.service
     systemctl daemon-reload
     systemctl enable --now flightdeck
   else
-    mkdir -p "$DATA_DIR" /var/log
-    echo "demo: starting the daemon in the background (log: /var/log/flightdeck.log)"
-    nohup "$FD" serve --data-dir "$DATA_DIR" >>/var/log/flightdeck.log 2>&1 </dev/null &
+    mkdir -p "$DATA_DIR" "$(dirname "$LOG")"
+    echo "demo: starting the daemon in the background (log: $LOG)"
+    nohup "$FD" "${serve_args[@]}" >>"$LOG" 2>&1 </dev/null &
   fi
-  for _ in $(seq 1 150); do health && break; sleep 0.2; done
-  health || { echo "demo: the daemon did not come up; see /var/log/flightdeck.log" >&2; exit 1; }
+  for _ in $(seq 1 300); do health && break; sleep 0.2; done
+  health || { echo "demo: the daemon did not come up; see $LOG" >&2; exit 1; }
 fi
 
 echo "demo: building the tiny guest image (cached after the first time)"

@@ -3,7 +3,7 @@
  * store watches so every host streams the whole cluster's events.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { TokenRecord } from '../cluster/tokens.js';
+import type { TokenRecord } from '../cluster/state/tokens.js';
 import type { Permission } from './operation.js';
 import type { Services } from './services.js';
 
@@ -37,6 +37,10 @@ export function registerEvents(
     await watch('vms/', 'vm');
     await watch('status/vms/', 'status');
     await watch('tasks/', 'task');
+    // Not in the default set (a client asks for them): mirroring state, and hosts coming and going.
+    await watch('protection/', 'protection');
+    await watch('hosts/', 'host');
+    await watch('alive/', 'host');
     const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
     req.raw.on('close', () => {
       clearInterval(ping);

@@ -1,7 +1,7 @@
 /** Prometheus text at /metrics: per VM, per host, and the API's own latency. */
 import { freemem, totalmem } from 'node:os';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { TokenRecord } from '../cluster/tokens.js';
+import type { TokenRecord } from '../cluster/state/tokens.js';
 import type { Permission } from './operation.js';
 import type { Services } from './services.js';
 

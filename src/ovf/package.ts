@@ -16,6 +16,7 @@ import { mismatch, parseManifest, type DigestAlgorithm, type ManifestEntry } fro
 import type { OvfEnvelope, OvfFile, OvfProblem } from './model.js';
 import { parseOvf, type ParseOptions } from './parse.js';
 import { readTar, type TarEntry } from './tar-reader.js';
+import { openMember, readMemberOptional } from './member-file.js';
 
 export interface PackageFile {
   file: OvfFile;
@@ -34,6 +35,8 @@ export interface ReadPackageOptions extends ParseOptions {
   collectProblems?: boolean;
   /** Hash big members on a worker thread (default true). */
   hashOffThread?: boolean;
+  /** Files beside an .ovf must be regular files inside its directory (a daemon's import). */
+  confined?: boolean;
 }
 
 export interface PackageMember {
@@ -406,17 +409,9 @@ function finish(
   }
 }
 
-async function readOptional(path: string): Promise<Buffer | undefined> {
-  try {
-    return await readFile(path);
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return undefined;
-    throw err;
-  }
-}
-
 async function readOvfDir(path: string, opts: ReadPackageOptions): Promise<PackageReport> {
   const dir = dirname(path);
+  const confined = opts.confined ?? false;
   const source = basename(path);
   const problems = new Problems(opts.collectProblems ?? false);
   const st = await stat(path);
@@ -439,7 +434,7 @@ async function readOvfDir(path: string, opts: ReadPackageOptions): Promise<Packa
 
   const stem = source.replace(/\.ovf$/i, '');
   const mfName = `${stem}.mf`;
-  const mfRaw = await readOptional(join(dir, mfName));
+  const mfRaw = await readMemberOptional(dir, mfName, confined);
   const manifest = mfRaw
     ? { name: mfName, entries: parseManifest(mfRaw.toString('utf8'), mfName), raw: mfRaw }
     : undefined;
@@ -465,13 +460,13 @@ async function readOvfDir(path: string, opts: ReadPackageOptions): Promise<Packa
     const pieces: { member: PackageMember; taps: Digester[] }[] = [];
     const rawBody = (async function* () {
       for (const n of names) {
-        const s = await stat(join(dir, n));
-        const member = { name: n, sizeBytes: s.size };
+        const fh = await openMember(dir, n, confined);
+        const member = { name: n, sizeBytes: (await fh.stat()).size };
         members.push(member);
         present.add(n);
         const taps = hashFile(n);
         pieces.push({ member, taps });
-        yield* tapped(createReadStream(join(dir, n), { highWaterMark: READ_CHUNK_BYTES }), taps, stored);
+        yield* tapped(fh.createReadStream({ highWaterMark: READ_CHUNK_BYTES }), taps, stored);
       }
     })();
     await deliver(opts, file, file.compression === 'gzip' ? gunzip(rawBody, file.href) : rawBody);
@@ -494,15 +489,16 @@ async function readOvfDir(path: string, opts: ReadPackageOptions): Promise<Packa
     for (const e of manifest.entries) {
       if (present.has(e.file) || !isLocalHref(e.file) || !(await exists(join(dir, e.file)))) continue;
       const taps = [new InlineDigest(e.algorithm)];
-      const member: PackageMember = { name: e.file, sizeBytes: (await stat(join(dir, e.file))).size };
-      await drain(tapped(createReadStream(join(dir, e.file)), taps, { n: 0 }));
+      const fh = await openMember(dir, e.file, confined);
+      const member: PackageMember = { name: e.file, sizeBytes: (await fh.stat()).size };
+      await drain(tapped(fh.createReadStream(), taps, { n: 0 }));
       members.push(member);
       present.add(e.file);
       await checkDigest(problems, manifestMap, e.file, taps, member);
     }
   }
   const certName = `${stem}.cert`;
-  const certRaw = await readOptional(join(dir, certName));
+  const certRaw = await readMemberOptional(dir, certName, confined);
   finish(
     report,
     problems,
