@@ -19,17 +19,14 @@ import { openDisk, probeFormat } from '../disk/open.js';
 import { convertDisk } from '../disk/convert.js';
 import { resizeVhd } from '../disk/vhd/resize.js';
 import { diskInfo } from '../disk/vhd/info.js';
-import { buildTinyImage, TINY_MIN_MEMORY_BYTES } from '../host/images/tiny.js';
+import { buildTinyImage, TINY_MIN_MEMORY_BYTES, withProbes } from '../host/images/tiny.js';
 import { bridgesAllowed, HostNetworks } from '../host/network.js';
+import { chooseDefaultNetwork, claimNetwork } from '../host/network-choice.js';
 import type { Catalog } from './catalog.js';
 import type { DiskRecord, HostRecord, ImageRecord, NetworkRecord, VmRecord } from './model.js';
 import type { Store } from './store.js';
 import type { TaskHandle } from './tasks.js';
 import { createHash } from 'node:crypto';
-
-/** The default NAT network of a host: guests get 10.88.0.x by DHCP and reach out through NAT. */
-export const DEFAULT_BRIDGE = 'fdbr0';
-export const DEFAULT_SUBNET = '10.88.0.0/24';
 
 export interface VmCreateSpec {
   name: string;
@@ -73,10 +70,16 @@ export class Provisioner {
     await mkdir(join(this.poolDir, 'vms'), { recursive: true });
     await mkdir(this.imagesDir, { recursive: true });
     const createdAt = new Date().toISOString();
+    // The default network is chosen once (a free bridge and subnet: daemons run side by side)
+    // and recorded; an installation from before claims what it recorded.
+    const existing = (await this.o.store.get<NetworkRecord>('networks/default'))?.value;
     const net: NetworkRecord =
-      this.o.defaultNetwork === 'nat' && (await bridgesAllowed())
-        ? { name: 'default', kind: 'nat', bridge: DEFAULT_BRIDGE, cidr: DEFAULT_SUBNET, vni: null, createdAt }
-        : { name: 'default', kind: 'user', bridge: null, cidr: '10.0.2.0/24', vni: null, createdAt };
+      existing ??
+      (this.o.defaultNetwork === 'nat' && (await bridgesAllowed())
+        ? { name: 'default', kind: 'nat', ...(await chooseDefaultNetwork(this.o.dataDir)), vni: null, createdAt }
+        : { name: 'default', kind: 'user', bridge: null, cidr: '10.0.2.0/24', vni: null, createdAt });
+    if (existing?.kind === 'nat' && existing.bridge && existing.cidr)
+      await claimNetwork({ bridge: existing.bridge, cidr: existing.cidr }, this.o.dataDir);
     await this.o.store.create(`networks/default`, net);
     await this.ensureNetworks();
     await this.refreshClusterNetworks();
@@ -387,10 +390,11 @@ export class Provisioner {
     t.log('disks removed');
   }
 
-  async buildTinyImage(host: string, force: boolean, t: TaskHandle): Promise<ImageRecord> {
+  /** `probes`: VMs of the image boot with the console probes on (tests, benchmarks). */
+  async buildTinyImage(host: string, force: boolean, t: TaskHandle, probes = false): Promise<ImageRecord> {
     t.log('building the tiny image from Debian packages (cached after the first build)');
     const img = await buildTinyImage({ force, onProgress: (p) => t.progress(p) });
-    return this.registerTiny(img, host);
+    return this.registerTiny(probes ? withProbes(img) : img, host);
   }
 
   /** Copies a built tiny image into the data dir under its content key and records it. */
@@ -401,7 +405,7 @@ export class Provisioner {
     const base = join(this.imagesDir, `tiny-${img.key.slice(0, 12)}`);
     const disk = `${base}.vhd`;
     const existing = await this.o.store.get<ImageRecord>('images/tiny');
-    if (existing?.value.path === disk) return existing.value;
+    if (existing?.value.path === disk && existing.value.cmdline === img.cmdline) return existing.value;
     await mkdir(this.imagesDir, { recursive: true });
     for (const [from, to] of [
       [img.disk, disk],

@@ -19,6 +19,13 @@ export interface CliResult {
   stderr: string;
 }
 
+export interface DaemonOptions {
+  hostName?: string;
+  etcd?: string;
+  /** The default network of the new installation: user mode (default here) or a NAT bridge. */
+  defaultNetwork?: 'nat' | 'user';
+}
+
 export class TestDaemon {
   child: ChildProcess | undefined;
   url = '';
@@ -27,11 +34,11 @@ export class TestDaemon {
 
   constructor(
     readonly dataDir: string,
-    readonly opts: { hostName?: string; etcd?: string } = {},
+    readonly opts: DaemonOptions = {},
   ) {}
 
   /** A daemon with its own private etcd, or joined to `etcd` (another daemon's) as `hostName`. */
-  static async start(opts: { hostName?: string; etcd?: string } = {}): Promise<TestDaemon> {
+  static async start(opts: DaemonOptions = {}): Promise<TestDaemon> {
     // Short path: unix sockets of VMs live under the data dir and are limited to 108 bytes.
     const d = new TestDaemon(await mkdtemp(join(tmpdir(), 'fd-e2e-')), opts);
     await d.startProcess();
@@ -55,7 +62,7 @@ export class TestDaemon {
         '--listen',
         '127.0.0.1:0',
         '--default-network',
-        'user',
+        this.opts.defaultNetwork ?? 'user',
         ...(this.opts.hostName ? ['--host-name', this.opts.hostName] : []),
         ...(this.opts.etcd ? ['--etcd', this.opts.etcd] : []),
       ],
