@@ -62,7 +62,7 @@ let pattern: Buffer;
 before(async () => {
   d = await TestDaemon.start();
   work = await mkdtemp(join(tmpdir(), 'fd-ovfd-'));
-  const r = await d.cli(['image', 'build', 'tiny']);
+  const r = await d.cli(['image', 'build', 'tiny', '--probes']);
   assert.equal(r.code, 0, r.stderr);
   pattern = randomBytes(1024 * 1024);
   // The source VM: never booted; its disk gets a counter value and a random MiB through our
