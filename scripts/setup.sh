@@ -27,8 +27,8 @@ done
 
 PKGS=(qemu-system-x86 qemu-utils qemu-system-common qemu-block-extra ovmf etcd-server etcd-client
   libvhdi-utils libxml2-utils dnsmasq-base nftables e2fsprogs iproute2 cpio xorriso genisoimage
-  fuse3 zstd chromium util-linux kmod procps gcc libc6-dev xz-utils isolinux syslinux-common openssl
-  curl ca-certificates tar gzip)
+  fuse3 zstd chromium vncsnapshot util-linux kmod procps gcc libc6-dev xz-utils isolinux syslinux-common openssl
+  curl ca-certificates tar gzip clamav ntfs-3g xfsprogs lvm2 dosfstools fusefat mtools gdisk fdisk)
 [ "$NODE_ONLY" = 1 ] && PKGS=(curl ca-certificates openssl tar gzip)
 missing=()
 for p in "${PKGS[@]}"; do
@@ -42,6 +42,9 @@ fi
 # Debian starts etcd as a system service on install; flightdeck runs its own, so the system one
 # must not hold port 2379.
 if systemctl is-active --quiet etcd 2>/dev/null; then systemctl disable --now etcd || true; fi
+# clamav-freshclam's service would try to reach ClamAV's mirrors; flightdeck scans with the
+# signature directory the user points it at and never updates it itself.
+if systemctl is-active --quiet clamav-freshclam 2>/dev/null; then systemctl disable --now clamav-freshclam || true; fi
 
 # Node.js: the machine's when it is a supported LTS, else ours under /opt/flightdeck/node.
 . scripts/node.sh

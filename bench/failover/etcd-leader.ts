@@ -4,8 +4,8 @@
  * takes over), so the bench records the raft leader of each round and, by default, puts it on
  * the flightdeck leader's host first: every mode then measures a primary that is an etcd follower.
  */
-import type { Lab } from '../../src/cluster/lab/lab.js';
-import { requestJson } from '../../src/cluster/lab/http.js';
+import type { Lab } from '../../src/lab/lab.js';
+import { requestJson } from '../../src/lab/http.js';
 import { waitFor } from '../../src/core/process.js';
 
 interface Status {

@@ -9,7 +9,7 @@
  * the old primary printed, up to the moment its QEMU is gone for good (a frozen one is watched
  * through its thaw), must be on the copy: lost = max(0, highest printed - m).
  */
-import type { FailMode, Lab } from '../../src/cluster/lab/lab.js';
+import type { FailMode, Lab } from '../../src/lab/lab.js';
 import { sleep, waitFor } from '../../src/core/process.js';
 import { labJson, labQemuHosts } from '../../test/helpers/lab.js';
 import { daemonLogSince, firstEntry } from './daemon-log.js';

@@ -26,7 +26,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FAIL_MODES, Lab, type FailMode } from '../../src/cluster/lab/lab.js';
+import { FAIL_MODES, Lab, type FailMode } from '../../src/lab/lab.js';
 import { sleep, waitFor } from '../../src/core/process.js';
 import { buildTinyImage, withProbes } from '../../src/host/images/tiny.js';
 import { labCli, labJson } from '../../test/helpers/lab.js';

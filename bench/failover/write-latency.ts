@@ -4,7 +4,7 @@
  * flightdeck_vm_disk_write_ops_total, from query-blockstats of the guest's devices). The write
  * load is the tiny guest's durable counter: a 4 KiB O_DIRECT|O_DSYNC write every 50 ms.
  */
-import type { Lab } from '../../src/cluster/lab/lab.js';
+import type { Lab } from '../../src/lab/lab.js';
 import { sleep } from '../../src/core/process.js';
 
 export interface WriteWindow {

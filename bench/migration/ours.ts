@@ -10,8 +10,8 @@
  */
 import { join } from 'node:path';
 import { sleep } from '../../src/core/process.js';
-import { Store } from '../../src/cluster/store.js';
-import type { ImageRecord } from '../../src/cluster/model.js';
+import { Store } from '../../src/cluster/state/store.js';
+import type { ImageRecord } from '../../src/cluster/state/model.js';
 import { TestDaemon } from '../../test/helpers/daemon.js';
 import { HeartbeatWatch, nowMs } from './heartbeats.js';
 import { type CaseResult, dirtyMbOf, observe, settle } from './result.js';

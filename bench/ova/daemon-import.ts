@@ -89,7 +89,7 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 async function main(): Promise<void> {
   const sizeBytes = parseSize(process.argv[2] ?? '1G');
   const dir = await mkdtemp(join(tmpdir(), 'fd-bench-ovad-'));
-  const d = await TestDaemon.start();
+  const d = await TestDaemon.start({ config: { importDirs: [dir] } });
   try {
     const { ova, raw } = await makeOva(dir, sizeBytes);
     const ours: number[] = [];

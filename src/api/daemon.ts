@@ -12,23 +12,24 @@ import { FdError, isErrno } from '../core/errors.js';
 import { writeFileAtomic } from '../core/atomic-file.js';
 import { createLogger, type Logger } from '../core/log.js';
 import { pidAlive, sleep } from '../core/process.js';
-import { ensureEmbeddedEtcd, etcdHealthy, stopEmbeddedEtcd } from '../cluster/etcd-process.js';
-import { Store } from '../cluster/store.js';
-import { TokenService } from '../cluster/tokens.js';
-import { TaskManager } from '../cluster/tasks.js';
-import { VmService } from '../cluster/vms.js';
-import { Catalog } from '../cluster/catalog.js';
-import { HostAgent } from '../cluster/host-agent.js';
-import { createLocalRuntime } from '../cluster/runtime-local.js';
-import { Provisioner } from '../cluster/provisioner.js';
+import { ensureEmbeddedEtcd, etcdHealthy, stopEmbeddedEtcd } from '../cluster/clustering/etcd-process.js';
+import { Store } from '../cluster/state/store.js';
+import { TokenService } from '../cluster/state/tokens.js';
+import { TaskManager } from '../cluster/state/tasks.js';
+import { VmService } from '../cluster/state/vms.js';
+import { Catalog } from '../cluster/state/catalog.js';
+import { HostAgent } from '../cluster/agent/host-agent.js';
+import { createLocalRuntime } from '../cluster/runtime/local.js';
+import { Provisioner } from '../cluster/provisioning/provisioner.js';
 import { createServer } from './server.js';
-import { LeaderElection } from '../cluster/leader.js';
-import { FailoverController } from '../cluster/failover.js';
-import { localFirst } from '../cluster/endpoints.js';
-import { loadClusterConfig } from '../cluster/membership.js';
+import { LeaderElection } from '../cluster/clustering/leader.js';
+import { FailoverController } from '../cluster/clustering/failover.js';
+import { localFirst } from '../cluster/clustering/endpoints.js';
+import { loadClusterConfig } from '../cluster/clustering/membership.js';
 import { operations } from './operations/index.js';
 import { ensureSelfSignedCert } from './tls.js';
 import type { Services } from './services.js';
+import { MetricsHistory } from './metrics-history.js';
 
 export const VERSION = '0.1.0';
 export const DEFAULT_PORT = 8420;
@@ -154,6 +155,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   leader.on('lost', () => failover.stop());
   const tasks = new TaskManager(store, hostName, log);
   await tasks.init();
+  const history = new MetricsHistory(() => agent.stats(), log.child({ part: 'metrics' }));
   const svc: Services = {
     hostName,
     dataDir,
@@ -166,6 +168,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     catalog,
     agent,
     leader,
+    history,
     log,
   };
   const app = await createServer(svc, operations, tls ? { tls } : {});
@@ -176,6 +179,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   agent.setApiUrl(finalUrl);
   await agent.init();
   leader.start();
+  history.start();
   await writeFileAtomic(
     join(dataDir, 'daemon.json'),
     JSON.stringify(
@@ -207,6 +211,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     async close(closeOpts = {}) {
       supervising = false;
       failover.stop();
+      await history.stop();
       await leader.stop();
       await app.close();
       await tasks.drain();

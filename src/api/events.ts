@@ -3,7 +3,7 @@
  * store watches so every host streams the whole cluster's events.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { TokenRecord } from '../cluster/tokens.js';
+import type { TokenRecord } from '../cluster/state/tokens.js';
 import type { Permission } from './operation.js';
 import type { Services } from './services.js';
 

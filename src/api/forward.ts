@@ -7,7 +7,7 @@ import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { FastifyRequest } from 'fastify';
 import { FdError } from '../core/errors.js';
-import type { HostRecord } from '../cluster/model.js';
+import type { HostRecord } from '../cluster/state/model.js';
 import type { Services } from './services.js';
 
 export interface Forwarded {

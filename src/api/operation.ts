@@ -4,7 +4,7 @@
  * are all produced from this object (server.ts, openapi.ts, cli/api-commands.ts).
  */
 import { z } from 'zod';
-import type { TaskHandle, TaskTarget } from '../cluster/tasks.js';
+import type { TaskHandle, TaskTarget } from '../cluster/state/tasks.js';
 import type { Services } from './services.js';
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';

@@ -8,7 +8,7 @@ import type { IncomingMessage } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { FdError } from '../core/errors.js';
 import { logContext } from '../core/log.js';
-import type { TokenRecord } from '../cluster/tokens.js';
+import type { TokenRecord } from '../cluster/state/tokens.js';
 import { badInput, toErrorReply } from './errors.js';
 import { inputInQuery, type Operation, type Permission } from './operation.js';
 import { buildOpenApi } from './openapi.js';
@@ -16,9 +16,15 @@ import { registerDocs } from './docs.js';
 import type { Services } from './services.js';
 import { registerEvents } from './events.js';
 import { Metrics, registerMetrics } from './metrics.js';
-import { registerConsole } from './console.js';
+import { serialChannel } from './console.js';
 import { forwardTo } from './forward.js';
 import { registerUpload } from './upload.js';
+import { registerConsoleChannels } from './ws-relay.js';
+import { ConsoleTickets } from './console-tickets.js';
+import { registerScreenshot, vncChannel } from './vnc.js';
+import { registerSession } from './session.js';
+import { registerWebUi } from './web-ui.js';
+import { registerApplianceUpload } from './appliance-upload.js';
 
 const ALLOWED: Record<TokenRecord['role'], Permission[]> = {
   admin: ['read', 'write', 'admin'],
@@ -34,6 +40,8 @@ declare module 'fastify' {
 
 export interface ServerOptions {
   tls?: { key: string; cert: string };
+  /** Where the built web UI is (dist/web by default). */
+  webRoot?: string;
 }
 
 /** A client's X-Request-Id when it is a sane token (so logs of both sides match), else a new one. */
@@ -43,9 +51,10 @@ function requestId(req: IncomingMessage): string {
 }
 
 export async function authenticate(svc: Services, req: FastifyRequest): Promise<TokenRecord> {
+  // Only a header: a token in a URL ends up in logs and history (browsers' WebSockets use
+  // console tickets instead, see console-tickets.ts).
   const header = req.headers.authorization;
-  const query = (req.query as Record<string, unknown> | undefined)?.['access_token'];
-  const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : typeof query === 'string' ? query : undefined;
+  const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
   if (!token) {
     throw new FdError('FD_UNAUTHORIZED', 'this call needs an API token', {
       hint: 'send "Authorization: Bearer <token>"; the local token is in DATA_DIR/token',
@@ -77,7 +86,9 @@ export async function createServer(
     if (r.bug) svc.log.error('request failed with a bug', { err: String((err as Error).stack ?? err) });
     void reply.status(r.status).send(r.body);
   });
+  const webFallback = await registerWebUi(app, opts.webRoot);
   app.setNotFoundHandler((req, reply) => {
+    if (webFallback(req, reply)) return;
     void reply.status(404).send({
       error: {
         code: 'FD_ROUTE_NOT_FOUND',
@@ -120,7 +131,6 @@ export async function createServer(
         const query = { ...(req.query as Record<string, unknown>) };
         const wait = query['wait'] === 'true' || query['wait'] === '1';
         delete query['wait'];
-        delete query['access_token'];
         const body = req.body;
         if (
           !inputInQuery(op.http.method) &&
@@ -175,7 +185,10 @@ export async function createServer(
   app.get('/api/v1/health', async () => ({ ok: true, host: svc.hostName, version: svc.version }));
   registerEvents(app, svc, requireAuth);
   registerMetrics(app, svc, metrics, requireAuth);
-  registerConsole(app, svc, requireAuth);
+  registerConsoleChannels(app, svc, requireAuth, new ConsoleTickets(svc.store), [serialChannel, vncChannel]);
+  registerScreenshot(app, svc, requireAuth);
+  registerSession(app, svc, requireAuth, ALLOWED);
   registerUpload(app, svc, requireAuth);
+  registerApplianceUpload(app, svc, requireAuth);
   return app;
 }

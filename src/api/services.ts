@@ -1,12 +1,13 @@
 /** What operations can reach: the cluster-level services of the daemon that answers. */
 import type { Logger } from '../core/log.js';
-import type { Store } from '../cluster/store.js';
-import type { TaskManager } from '../cluster/tasks.js';
-import type { TokenService } from '../cluster/tokens.js';
-import type { VmService } from '../cluster/vms.js';
-import type { HostAgent } from '../cluster/host-agent.js';
-import type { Catalog } from '../cluster/catalog.js';
-import type { LeaderElection } from '../cluster/leader.js';
+import type { Store } from '../cluster/state/store.js';
+import type { TaskManager } from '../cluster/state/tasks.js';
+import type { TokenService } from '../cluster/state/tokens.js';
+import type { VmService } from '../cluster/state/vms.js';
+import type { HostAgent } from '../cluster/agent/host-agent.js';
+import type { Catalog } from '../cluster/state/catalog.js';
+import type { LeaderElection } from '../cluster/clustering/leader.js';
+import type { MetricsHistory } from './metrics-history.js';
 
 export interface Services {
   hostName: string;
@@ -21,5 +22,7 @@ export interface Services {
   catalog: Catalog;
   agent: HostAgent;
   leader: LeaderElection;
+  /** The last hour of this host's and its VMs' load (the web UI's graphs). */
+  history: MetricsHistory;
   log: Logger;
 }

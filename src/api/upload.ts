@@ -13,7 +13,7 @@ import type { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { FdError } from '../core/errors.js';
 import { NAME_RE } from '../core/ids.js';
-import type { TokenRecord } from '../cluster/tokens.js';
+import type { TokenRecord } from '../cluster/state/tokens.js';
 import type { Permission } from './operation.js';
 import type { Services } from './services.js';
 
@@ -57,7 +57,7 @@ export function registerUpload(
       { kind: 'image', id: name, name },
       async (t) => {
         try {
-          return await svc.agent.importImage(name, tmp, t);
+          return await svc.agent.importImage(name, tmp, t, { upload: true });
         } finally {
           await rm(tmp, { force: true });
         }

@@ -8,7 +8,7 @@ import { FdError } from '../core/errors.js';
 import type { ProgressSnapshot } from '../core/progress.js';
 import { sleep } from '../core/process.js';
 import { inputInQuery, pathParams, type Operation } from '../api/operation.js';
-import type { TaskRecord } from '../cluster/tasks.js';
+import type { TaskRecord } from '../cluster/state/tasks.js';
 import type { CliContext, CommandDef, OptionSpec } from './command.js';
 import { ApiClient } from './api-client.js';
 import { renderDefault, table } from './render.js';

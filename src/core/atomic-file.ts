@@ -2,7 +2,8 @@
  * Nothing a user wrote is ever lost: files are replaced by writing a temp file beside them,
  * fsyncing it, renaming it over the old one and fsyncing the directory.
  */
-import { open, rename, unlink, mkdir } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { isErrno } from './errors.js';
 import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -62,3 +63,17 @@ export async function produceFileAtomic<T>(path: string, produce: (tmp: string) 
     throw err;
   }
 }
+
+/** A JSON file, or undefined when it is missing or half-written (never written in place). */
+export async function readJsonFile<T>(path: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as T;
+  } catch (err) {
+    if (isErrno(err, 'ENOENT') || err instanceof SyntaxError) return undefined;
+    throw err;
+  }
+}
+
+/** Writes JSON through writeFileAtomic: readers see the old file or the new one. */
+export const writeJsonFile = (path: string, value: unknown): Promise<void> =>
+  writeFileAtomic(path, JSON.stringify(value, null, 2) + '\n');

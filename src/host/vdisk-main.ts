@@ -17,7 +17,7 @@ export interface VdiskConfig {
     socketPath: string;
     exportName: string;
     readOnly: boolean;
-    /** Serve on TCP instead of the unix socket (the standby's mirror target, see cluster/protection). */
+    /** Serve on TCP instead of the unix socket (the standby's mirror target, see cluster/protection/). */
     tcp?: { host: string; port: number };
   }>;
 }

@@ -2,7 +2,8 @@
  * One packaged disk -> one dynamic VHD: the disk half of `ovf import`. A streamOptimized VMDK
  * (what OVAs carry) converts while it streams out of the archive; anything else (a sparse
  * VMDK, qcow2, VHD, raw) is spooled to a temp file once and converted by the disk layer
- * (qemu-img for foreign formats, our engine for VHD and raw). The descriptor's capacity is
+ * (qemu-img for foreign formats, our engine for VHD and raw) once it is known to refer to no
+ * other file (a VMDK extent, a qcow2 backing file, a VHD parent). The descriptor's capacity is
  * checked against the image's: an image larger than its declared capacity is refused, a
  * smaller one grows to the declared capacity (as VMware and VirtualBox do on import).
  */
@@ -15,6 +16,7 @@ import { tempPathFor } from '../core/atomic-file.js';
 import { FdError } from '../core/errors.js';
 import { formatSize } from '../core/units.js';
 import { convertDisk } from '../disk/convert.js';
+import { assertSelfContained } from '../disk/references.js';
 import { resizeVhd } from '../disk/vhd/resize.js';
 import { streamVmdkToVhd } from '../disk/vmdk/to-vhd.js';
 import type { OvfDisk } from './model.js';
@@ -116,7 +118,9 @@ export async function importDiskToVhd(
   // Not streamable: spool once, then let the disk layer convert the file.
   const spool = join(opts.workDir ?? dirname(outPath), basename(tempPathFor(outPath)) + '.spool');
   try {
-    await pipeline(Readable.from(all), createWriteStream(spool, { flags: 'wx' }));
+    await pipeline(Readable.from(all), createWriteStream(spool, { flags: 'wx', mode: 0o600 }));
+    // The converters follow what an image names (extents, backing files, parents): refuse those.
+    await assertSelfContained(spool, href);
     const res = await convertDisk(spool, outPath, { to: 'vhd', ...(opts.signal ? { signal: opts.signal } : {}) });
     if (capacity !== undefined && capacity < res.sizeBytes) {
       await rm(outPath, { force: true });

@@ -6,7 +6,7 @@ import { verifyManifestSignature } from './cert.js';
 import { type Digester } from './digest.js';
 import { mismatch, type DigestAlgorithm, type ManifestEntry } from './manifest.js';
 import type { OvfFile, OvfProblem } from './model.js';
-import type { ReadPackageOptions, PackageMember, PackageReport } from './package.js';
+import type { ReadPackageOptions, PackageMember, PackageReport } from './package-types.js';
 
 export const MAX_DESCRIPTOR_BYTES = 32 << 20;
 

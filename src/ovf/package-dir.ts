@@ -1,12 +1,12 @@
 /** Reading an .ovf with its files beside it (a directory, or a descriptor alone). */
-import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { FdError, isErrno } from '../core/errors.js';
 import { InlineDigest, type Digester } from './digest.js';
 import { parseManifest } from './manifest.js';
 import { parseOvf } from './parse.js';
-import type { ReadPackageOptions, PackageMember, PackageReport } from './package.js';
+import { openMember, readMemberOptional } from './member-file.js';
+import type { ReadPackageOptions, PackageMember, PackageReport } from './package-types.js';
 import {
   decodeDescriptor,
   MAX_DESCRIPTOR_BYTES,
@@ -21,17 +21,9 @@ import {
   finish,
 } from './package-common.js';
 
-export async function readOptional(path: string): Promise<Buffer | undefined> {
-  try {
-    return await readFile(path);
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return undefined;
-    throw err;
-  }
-}
-
 export async function readOvfDir(path: string, opts: ReadPackageOptions): Promise<PackageReport> {
   const dir = dirname(path);
+  const confined = opts.confined ?? false;
   const source = basename(path);
   const problems = new Problems(opts.collectProblems ?? false);
   const st = await stat(path);
@@ -54,7 +46,7 @@ export async function readOvfDir(path: string, opts: ReadPackageOptions): Promis
 
   const stem = source.replace(/\.ovf$/i, '');
   const mfName = `${stem}.mf`;
-  const mfRaw = await readOptional(join(dir, mfName));
+  const mfRaw = await readMemberOptional(dir, mfName, confined);
   const manifest = mfRaw
     ? { name: mfName, entries: parseManifest(mfRaw.toString('utf8'), mfName), raw: mfRaw }
     : undefined;
@@ -80,13 +72,13 @@ export async function readOvfDir(path: string, opts: ReadPackageOptions): Promis
     const pieces: { member: PackageMember; taps: Digester[] }[] = [];
     const rawBody = (async function* () {
       for (const n of names) {
-        const s = await stat(join(dir, n));
-        const member = { name: n, sizeBytes: s.size };
+        const fh = await openMember(dir, n, confined);
+        const member = { name: n, sizeBytes: (await fh.stat()).size };
         members.push(member);
         present.add(n);
         const taps = hashFile(n);
         pieces.push({ member, taps });
-        yield* tapped(createReadStream(join(dir, n), { highWaterMark: READ_CHUNK_BYTES }), taps, stored);
+        yield* tapped(fh.createReadStream({ highWaterMark: READ_CHUNK_BYTES }), taps, stored);
       }
     })();
     await deliver(opts, file, file.compression === 'gzip' ? gunzip(rawBody, file.href) : rawBody);
@@ -109,15 +101,16 @@ export async function readOvfDir(path: string, opts: ReadPackageOptions): Promis
     for (const e of manifest.entries) {
       if (present.has(e.file) || !isLocalHref(e.file) || !(await exists(join(dir, e.file)))) continue;
       const taps = [new InlineDigest(e.algorithm)];
-      const member: PackageMember = { name: e.file, sizeBytes: (await stat(join(dir, e.file))).size };
-      await drain(tapped(createReadStream(join(dir, e.file)), taps, { n: 0 }));
+      const fh = await openMember(dir, e.file, confined);
+      const member: PackageMember = { name: e.file, sizeBytes: (await fh.stat()).size };
+      await drain(tapped(fh.createReadStream(), taps, { n: 0 }));
       members.push(member);
       present.add(e.file);
       await checkDigest(problems, manifestMap, e.file, taps, member);
     }
   }
   const certName = `${stem}.cert`;
-  const certRaw = await readOptional(join(dir, certName));
+  const certRaw = await readMemberOptional(dir, certName, confined);
   finish(
     report,
     problems,

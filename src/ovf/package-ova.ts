@@ -7,7 +7,7 @@ import { parseManifest, type DigestAlgorithm, type ManifestEntry } from './manif
 import type { OvfEnvelope } from './model.js';
 import { parseOvf } from './parse.js';
 import { readTar, type TarEntry } from './tar-reader.js';
-import type { ReadPackageOptions, PackageMember, PackageReport } from './package.js';
+import type { ReadPackageOptions, PackageMember, PackageReport } from './package-types.js';
 import {
   decodeDescriptor,
   MAX_DESCRIPTOR_BYTES,

@@ -1,10 +1,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
-import { TaskManager } from '../../src/cluster/tasks.js';
-import { TokenService } from '../../src/cluster/tokens.js';
-import { VmService } from '../../src/cluster/vms.js';
-import type { VmRecord } from '../../src/cluster/model.js';
+import { TaskManager } from '../../src/cluster/state/tasks.js';
+import { TokenService } from '../../src/cluster/state/tokens.js';
+import { VmService } from '../../src/cluster/state/vms.js';
+import type { VmRecord } from '../../src/cluster/state/model.js';
 import { FdError, isFdError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/core/log.js';
 import { newUuid } from '../../src/core/ids.js';

@@ -96,6 +96,16 @@ test('the serial console of a VM on h2 is reachable through h1 (WebSocket relaye
     timeoutMs: 60_000,
   });
   ws.close();
+  // The VNC console with a browser's ticket, issued and redeemed on h1, relayed to h2.
+  const t = await h1.api('POST', `/api/v1/vms/${vm.id}/console-ticket`);
+  const ticket = (t.body as { ticket: string }).ticket;
+  const vnc = new WebSocket(h1.url.replace('http', 'ws') + `/api/v1/vms/${vm.id}/vnc?ticket=${ticket}`);
+  const hello = await new Promise<string>((resolve, reject) => {
+    vnc.once('message', (b: Buffer) => resolve(b.toString('latin1')));
+    vnc.once('error', reject);
+  });
+  assert.equal(hello.slice(0, 12), 'RFB 003.008\n');
+  vnc.close();
   const stop = await h1.json<Task>(['vm', 'delete', 'remote', '--force', 'true']);
   assert.equal(stop.host, 'h2');
 });

@@ -21,6 +21,7 @@ interface Image {
   initrd: string | null;
 }
 interface Task<R = unknown> {
+  operation: string;
   state: string;
   result: R;
   error: { code: string } | null;
@@ -45,11 +46,14 @@ async function serial(name: string): Promise<string[]> {
 }
 
 test('a qcow2 disk image imported by path and by upload becomes a VHD with the same content', async () => {
-  const src = join(work, 'src.qcow2');
+  // In the host's import directory: the daemon reads it by path there.
+  const src = join(d.dataDir, 'import', 'src.qcow2');
+  await mkdir(join(d.dataDir, 'import'), { recursive: true });
   await run('qemu-img', ['create', '-q', '-f', 'qcow2', src, '24M']);
   await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 1M 3M', '-c', 'write -P 0xc3 20M 64k', src]);
   const byPath = await d.json<Task<Image>>(['image', 'import', src, '--name', 'q-path']);
   assert.equal(byPath.state, 'succeeded', JSON.stringify(byPath.error));
+  assert.equal(byPath.operation, 'image.import');
   const byUpload = await d.json<Task<Image>>(['image', 'import', src, '--name', 'q-upload', '--upload']);
   assert.equal(byUpload.state, 'succeeded', JSON.stringify(byUpload.error));
   for (const img of [byPath.result, byUpload.result]) {

@@ -4,7 +4,7 @@
  * (VMs and etcd keep running, as in production); `dispose()` stops everything it started.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm, readdir } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,9 +19,11 @@ export interface CliResult {
   stderr: string;
 }
 
-export interface DaemonOptions {
+export interface TestDaemonOptions {
   hostName?: string;
   etcd?: string;
+  /** The host's DATA_DIR/config.json (import and export directories...). */
+  config?: { importDirs?: string[]; exportDirs?: string[] };
   /** The default network of the new installation: user mode (default here) or a NAT bridge. */
   defaultNetwork?: 'nat' | 'user';
 }
@@ -34,13 +36,14 @@ export class TestDaemon {
 
   constructor(
     readonly dataDir: string,
-    readonly opts: DaemonOptions = {},
+    readonly opts: TestDaemonOptions = {},
   ) {}
 
   /** A daemon with its own private etcd, or joined to `etcd` (another daemon's) as `hostName`. */
-  static async start(opts: DaemonOptions = {}): Promise<TestDaemon> {
+  static async start(opts: TestDaemonOptions = {}): Promise<TestDaemon> {
     // Short path: unix sockets of VMs live under the data dir and are limited to 108 bytes.
     const d = new TestDaemon(await mkdtemp(join(tmpdir(), 'fd-e2e-')), opts);
+    if (opts.config) await writeFile(join(d.dataDir, 'config.json'), JSON.stringify(opts.config));
     await d.startProcess();
     return d;
   }

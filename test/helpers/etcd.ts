@@ -2,9 +2,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ensureEmbeddedEtcd, stopEmbeddedEtcd } from '../../src/cluster/etcd-process.js';
+import { ensureEmbeddedEtcd, stopEmbeddedEtcd } from '../../src/cluster/clustering/etcd-process.js';
 import { silentLogger } from '../../src/core/log.js';
-import { Store } from '../../src/cluster/store.js';
+import { Store } from '../../src/cluster/state/store.js';
 
 export interface TestEtcd {
   dir: string;

@@ -1,7 +1,7 @@
 /** The real CLI pointed at one lab host's data dir (its daemon, over TLS with its certificate). */
 import { spawn } from 'node:child_process';
 import { readdir, readFile } from 'node:fs/promises';
-import type { Lab } from '../../src/cluster/lab/lab.js';
+import type { Lab } from '../../src/lab/lab.js';
 import { CLI, type CliResult } from './daemon.js';
 
 export function labCli(lab: Lab, host: string, args: string[]): Promise<CliResult> {

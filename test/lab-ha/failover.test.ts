@@ -11,7 +11,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
-import { Lab } from '../../src/cluster/lab/lab.js';
+import { Lab } from '../../src/lab/lab.js';
 import { waitFor, sleep } from '../../src/core/process.js';
 import { labCli, labJson, labQemuHosts, labSerial, lastProbe } from '../helpers/lab.js';
 

@@ -8,8 +8,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { Lab } from '../../src/cluster/lab/lab.js';
-import { pidsMentioning } from '../../src/cluster/lab/procs.js';
+import { Lab } from '../../src/lab/lab.js';
+import { pidsMentioning } from '../../src/lab/procs.js';
 import { labJson, labQemuHosts } from '../helpers/lab.js';
 import { waitFor } from '../../src/core/process.js';
 import { parseProbeLine } from '../../src/host/images/probes.js';

@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
-import { Lab } from '../../src/cluster/lab/lab.js';
+import { Lab } from '../../src/lab/lab.js';
 import type { CliResult } from '../helpers/daemon.js';
 import { labCli, labJson, labQemuHosts } from '../helpers/lab.js';
 import { waitFor } from '../../src/core/process.js';

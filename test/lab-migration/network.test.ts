@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { Lab } from '../../src/cluster/lab/lab.js';
+import { Lab } from '../../src/lab/lab.js';
 import type { CliResult } from '../helpers/daemon.js';
 import { labCli, labJson } from '../helpers/lab.js';
 import { waitFor } from '../../src/core/process.js';

@@ -13,9 +13,9 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type AddressInfo } from 'node:net';
 import { run } from '../../src/core/process.js';
 import { isFdError } from '../../src/core/errors.js';
-import { Lab } from '../../src/cluster/lab/lab.js';
-import { bridgeName, labDir, netnsName, vethName } from '../../src/cluster/lab/names.js';
-import { netnsPids, pidsMentioning, stopped } from '../../src/cluster/lab/procs.js';
+import { Lab } from '../../src/lab/lab.js';
+import { bridgeName, labDir, netnsName, vethName } from '../../src/lab/names.js';
+import { netnsPids, pidsMentioning, stopped } from '../../src/lab/procs.js';
 import { CLI, type CliResult } from '../helpers/daemon.js';
 
 // A host's liveness lease has a 3 s TTL; lost shows within a few seconds of the fault.

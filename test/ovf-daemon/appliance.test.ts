@@ -9,7 +9,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
@@ -60,8 +60,9 @@ let work: string;
 let pattern: Buffer;
 
 before(async () => {
-  d = await TestDaemon.start();
   work = await mkdtemp(join(tmpdir(), 'fd-ovfd-'));
+  // The daemon reads and writes appliances by path only in the directories its host names.
+  d = await TestDaemon.start({ config: { importDirs: [work, FIXTURES], exportDirs: [work] } });
   const r = await d.cli(['image', 'build', 'tiny', '--probes']);
   assert.equal(r.code, 0, r.stderr);
   pattern = randomBytes(1024 * 1024);
@@ -403,4 +404,28 @@ test('bad inputs fail with their codes and leave no VM, disk or directory behind
   assert.match(exists.stderr, /FD_FILE_EXISTS/);
   const noVm = await d.cli(['ovf', 'export', 'ghost', '--out', join(work, 'ghost.ova')]);
   assert.match(noVm.stderr, /FD_VM_NOT_FOUND/);
+});
+
+test('an appliance whose disk names host files is refused: a VMDK extent in an OVA, a linked disk beside an .ovf', async () => {
+  // The exported package, its disk replaced by a VMDK descriptor whose extent is the host's token.
+  const dir = join(work, 'evil');
+  await mkdir(dir, { recursive: true });
+  await run('tar', ['xf', join(work, 'rt.ova'), '-C', dir]);
+  const diskName = (await readdir(dir)).find((n) => n.endsWith('.vmdk'))!;
+  const descriptor = `# Disk DescriptorFile\nversion=1\ncreateType="monolithicFlat"\nRW 1 FLAT "${join(d.dataDir, 'token')}" 0\n`;
+  await writeFile(join(dir, diskName), descriptor);
+  const ovfName = (await readdir(dir)).find((n) => n.endsWith('.ovf'))!;
+  const ovfText = (await readFile(join(dir, ovfName), 'utf8')).replace(
+    new RegExp(`(ovf:href="${diskName}"[^>]*ovf:size=")\\d+`),
+    `$1${Buffer.byteLength(descriptor)}`,
+  );
+  await writeFile(join(dir, ovfName), ovfText);
+  await rm(join(dir, ovfName.replace(/\.ovf$/, '.mf')), { force: true });
+  const evil = join(work, 'evil.ova');
+  await run('tar', ['cf', evil, '-C', dir, ovfName, diskName]);
+  await failsLeavingNothing(['ovf', 'import', evil, '--name', 'evil'], 'FD_DISK_EXTERNAL_REFERENCE');
+  // The same package unpacked, its disk a link to a host file.
+  await rm(join(dir, diskName));
+  await symlink(join(d.dataDir, 'token'), join(dir, diskName));
+  await failsLeavingNothing(['ovf', 'import', join(dir, ovfName), '--name', 'evil'], 'FD_OVF_UNSAFE_HREF');
 });

@@ -1,8 +1,9 @@
 /** Operations on images, volumes (pool disks), networks and hosts. */
-import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 import { FdError } from '../../core/errors.js';
-import { Name, Size } from '../../cluster/model.js';
+import { Name, Size } from '../../cluster/state/model.js';
+import { importDirs } from '../../host/host-config.js';
+import { checkImportSource } from '../../host/import-paths.js';
 import { defineOperation, defineTaskOperation } from '../operation.js';
 import { Loose, flag } from './common.js';
 
@@ -46,17 +47,22 @@ export const catalogOperations = [
   }),
   defineTaskOperation({
     name: 'image.import',
-    summary: 'import an ISO or a disk image (qcow2, raw, VMDK, VHD: converted to VHD)',
+    summary:
+      'import an ISO or a disk image (qcow2, raw, VMDK, VHD: converted to VHD) from an import directory of the host',
     http: { method: 'POST', path: '/images' },
     input: z.strictObject({
-      file: z.string().min(1).max(4096).describe("absolute path of the file on the daemon's host"),
+      file: z
+        .string()
+        .min(1)
+        .max(4096)
+        .describe("absolute path of the file on the daemon's host, in DATA_DIR/import or a configured importDirs"),
       name: Name.describe('image name'),
     }),
-    permission: 'write',
+    // Reading a host file is the host's administrator's call; others upload.
+    permission: 'admin',
     cli: { noun: 'image', verb: 'import', args: ['file'] },
     run: async ({ svc }, { file, name }) => {
-      if (!isAbsolute(file))
-        throw new FdError('FD_BAD_PATH', `"${file}" is not an absolute path`, { hint: 'give the full path' });
+      await checkImportSource(file, await importDirs(svc.dataDir), { notFound: 'FD_IMAGE_FILE_NOT_FOUND' });
       if (await svc.store.get(`images/${name}`))
         throw new FdError('FD_IMAGE_EXISTS', `an image named ${name} exists`, { hint: 'choose another name' });
       return {

@@ -1,7 +1,7 @@
 /** Operations on the cluster itself: show it, turn this host into its first member, admit a host. */
 import { z } from 'zod';
-import { Name } from '../../cluster/model.js';
-import { addMember, initCluster } from '../../cluster/membership.js';
+import { Name } from '../../cluster/state/model.js';
+import { addMember, initCluster } from '../../cluster/clustering/membership.js';
 import { defineOperation } from '../operation.js';
 import { Loose } from './common.js';
 

@@ -2,6 +2,7 @@
 import type { Operation } from '../operation.js';
 import { catalogOperations, networkOperations } from './catalog.js';
 import { clusterOperations } from './cluster.js';
+import { consoleOperations } from './consoles.js';
 import { migrationOperations } from './migration.js';
 import { ovfOperations } from './ovf.js';
 import { protectionOperations } from './protection.js';
@@ -11,6 +12,7 @@ import { vmOperations } from './vms.js';
 
 export const operations: Operation[] = [
   ...vmOperations,
+  ...consoleOperations,
   ...protectionOperations,
   ...catalogOperations,
   ...networkOperations,

@@ -2,9 +2,9 @@
 import { z } from 'zod';
 import { FdError } from '../../core/errors.js';
 import { parseDurationMs } from '../../core/units.js';
-import { Name, Size } from '../../cluster/model.js';
-import { DEFAULT_TUNABLES } from '../../cluster/migration.js';
-import type { MigrationResult } from '../../cluster/migration.js';
+import { Name, Size } from '../../cluster/state/model.js';
+import { DEFAULT_TUNABLES } from '../../cluster/migration/transfer.js';
+import type { MigrationResult } from '../../cluster/migration/transfer.js';
 import { defineOperation, defineTaskOperation } from '../operation.js';
 import { Bool, Loose, ownerOf } from './common.js';
 

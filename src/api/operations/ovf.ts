@@ -4,9 +4,11 @@
  * validate` work on files without a daemon (src/cli/commands/ovf.ts).
  */
 import { z } from 'zod';
-import { Name } from '../../cluster/model.js';
-import { planExport, runExport } from '../../cluster/appliance/export.js';
-import { planImport, runImport, type ApplianceHost } from '../../cluster/appliance/import.js';
+import { Name } from '../../cluster/state/model.js';
+import { exportDirs, importDirs } from '../../host/host-config.js';
+import { checkExportTarget, checkImportSource } from '../../host/import-paths.js';
+import { planExport, runExport } from '../../appliance/export.js';
+import { planImport, runImport, type ApplianceHost } from '../../appliance/import.js';
 import { defineTaskOperation, type OpContext, type Route } from '../operation.js';
 
 const applianceHost = ({ svc }: OpContext): ApplianceHost => ({
@@ -33,7 +35,13 @@ export const ovfOperations = [
     summary: 'import an OVF appliance (.ova, or .ovf with its files) as VMs: one per virtual system',
     http: { method: 'POST', path: '/appliances/actions/import' },
     input: z.strictObject({
-      file: z.string().min(1).max(4096).describe("absolute path of the .ova or .ovf on the daemon's host"),
+      file: z
+        .string()
+        .min(1)
+        .max(4096)
+        .describe(
+          "absolute path of the .ova or .ovf on the daemon's host, in DATA_DIR/import or a configured importDirs",
+        ),
       name: Name.optional().describe('VM name (prefix of the VM names and the group name for a collection)'),
       // A plain boolean makes a bare --accept-eula flag on the CLI.
       acceptEula: z.boolean().default(false).describe("accept the appliance's license agreement(s)"),
@@ -45,7 +53,8 @@ export const ovfOperations = [
         .describe('KEY=VALUE for a ProductSection property (repeat for more)'),
       deployment: z.string().min(1).max(256).optional().describe('deployment option (DeploymentOptionSection)'),
     }),
-    permission: 'write',
+    // Reading a host file is the host's administrator's call.
+    permission: 'admin',
     cli: {
       noun: 'ovf',
       verb: 'import',
@@ -54,6 +63,9 @@ export const ovfOperations = [
     },
     run: async (ctx, input) => {
       const host = applianceHost(ctx);
+      const allowed = async (): Promise<string> =>
+        checkImportSource(input.file, await importDirs(ctx.svc.dataDir), { notFound: 'FD_OVF_NOT_FOUND' });
+      await allowed();
       const plan = await planImport(host, {
         file: input.file,
         name: input.name,
@@ -65,7 +77,11 @@ export const ovfOperations = [
       return {
         title: `import appliance ${label}`,
         target: { kind: plan.group ? 'group' : 'vm', id: plan.group?.name ?? plan.vms[0]?.id ?? label, name: label },
-        work: (t) => runImport(host, plan, t),
+        // Checked again when the work starts: the file may have been replaced meanwhile.
+        work: async (t) => {
+          await allowed();
+          return runImport(host, plan, t);
+        },
       };
     },
   }),
@@ -78,7 +94,13 @@ export const ovfOperations = [
         .union([z.string().min(1).max(64), z.array(z.string().min(1).max(64)).min(1).max(64)])
         .transform((v) => (typeof v === 'string' ? [v] : v))
         .describe('VM names or ids, or a group name'),
-      out: z.string().min(1).max(4096).describe("absolute path of the .ova to write on the daemon's host"),
+      out: z
+        .string()
+        .min(1)
+        .max(4096)
+        .describe(
+          "absolute path of the .ova to write on the daemon's host, in DATA_DIR/export or a configured exportDirs",
+        ),
       ovfVersion: z
         .union([z.literal(1), z.literal(2), z.enum(['1', '2'])])
         .default(1)
@@ -96,9 +118,10 @@ export const ovfOperations = [
     route: ownerOfFirst,
     run: async (ctx, input) => {
       const host = applianceHost(ctx);
+      const out = await checkExportTarget(input.out, await exportDirs(ctx.svc.dataDir));
       const plan = await planExport(host, ctx.svc.vms, {
         refs: input.vms,
-        out: input.out,
+        out,
         ovfVersion: input.ovfVersion,
         diskFormat: input.diskFormat,
       });

@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { FdError } from '../../core/errors.js';
-import { Name } from '../../cluster/model.js';
+import { Name } from '../../cluster/state/model.js';
 import { defineOperation, defineTaskOperation } from '../operation.js';
 import { Loose, ownerOf } from './common.js';
 

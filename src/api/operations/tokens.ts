@@ -1,6 +1,6 @@
 /** Operations on API tokens: list, create, revoke. */
 import { z } from 'zod';
-import { Name } from '../../cluster/model.js';
+import { Name } from '../../cluster/state/model.js';
 import { defineOperation } from '../operation.js';
 
 const TokenOut = z.object({ id: z.string(), name: z.string(), role: z.string(), createdAt: z.string() });

@@ -3,8 +3,8 @@
  * (the differencing VHD over its base image), each NIC with its network, bridge and address
  * (the fixed one of a cluster network, else the DHCP lease when this host runs the VM).
  */
-import type { VmView } from '../../cluster/vms.js';
-import type { DiskRecord, ImageRecord, NetworkRecord } from '../../cluster/model.js';
+import type { VmView } from '../../cluster/state/vms.js';
+import type { DiskRecord, ImageRecord, NetworkRecord } from '../../cluster/state/model.js';
 import { HostNetworks } from '../../host/network.js';
 import type { Services } from '../services.js';
 

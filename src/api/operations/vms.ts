@@ -3,10 +3,10 @@ import { vmDetails } from './vm-details.js';
 import { z } from 'zod';
 import { FdError } from '../../core/errors.js';
 import { parseDurationMs } from '../../core/units.js';
-import { Name, RestartPolicy, Size } from '../../cluster/model.js';
-import type { VmView } from '../../cluster/vms.js';
+import { Name, RestartPolicy, Size } from '../../cluster/state/model.js';
+import type { VmView } from '../../cluster/state/vms.js';
 import { defineOperation, defineTaskOperation, type OpContext } from '../operation.js';
-import { place } from '../../cluster/placement.js';
+import { place } from '../../cluster/clustering/placement.js';
 import { flag, ownerOf } from './common.js';
 
 const VmRef = z.string().min(1).max(64).describe('VM name or id');
@@ -85,7 +85,7 @@ function powerOp(
     ctx: OpContext,
     vm: VmView,
     input: Record<string, unknown>,
-  ) => (t: import('../../cluster/tasks.js').TaskHandle) => Promise<unknown>,
+  ) => (t: import('../../cluster/state/tasks.js').TaskHandle) => Promise<unknown>,
 ) {
   return defineTaskOperation({
     name: `vm.${verb}`,

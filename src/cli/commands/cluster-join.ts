@@ -11,8 +11,8 @@ import type { TLSSocket } from 'node:tls';
 import { hostname } from 'node:os';
 import { FdError } from '../../core/errors.js';
 import { createLogger } from '../../core/log.js';
-import { memberPorts } from '../../cluster/etcd-process.js';
-import { joinCluster, type JoinAnswer } from '../../cluster/membership.js';
+import { memberPorts } from '../../cluster/clustering/etcd-process.js';
+import { joinCluster, type JoinAnswer } from '../../cluster/clustering/membership.js';
 import { argString, defineCommand, optString, type CommandDef } from '../command.js';
 import { DEFAULT_DATA_DIR } from '../api-client.js';
 

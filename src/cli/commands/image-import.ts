@@ -1,13 +1,14 @@
 /**
- * `flightdeck image import FILE --name N`: a local daemon reads the file where it is; a remote
- * one (or --upload) gets it streamed as an upload, with a progress bar. Either way the daemon
- * runs the same import task (ISO kept, disk images converted to VHD).
+ * `flightdeck image import FILE --name N`: a local daemon reads the file where it is when it lies
+ * in one of the host's import directories and the token is an admin's; otherwise (and for a
+ * remote daemon, or with --upload) the file is streamed as an upload, with a progress bar.
+ * Either way the daemon runs the same import task (ISO kept, disk images converted to VHD).
  */
 import { resolve } from 'node:path';
 import { access } from 'node:fs/promises';
 import { FdError } from '../../core/errors.js';
 import { Progress } from '../../core/progress.js';
-import type { TaskRecord } from '../../cluster/tasks.js';
+import type { TaskRecord } from '../../cluster/state/tasks.js';
 import { argString, defineCommand, optBool, optString, type CommandDef } from '../command.js';
 import { ApiClient, throwIfError } from '../api-client.js';
 import { followTask } from '../api-commands.js';
@@ -37,10 +38,15 @@ export const imageImportCommands: CommandDef[] = [
         throw new FdError('FD_IMAGE_FILE_NOT_FOUND', `cannot read ${file}`, { cause: err });
       }
       const api = await ApiClient.resolve(ctx.global);
-      let task: TaskRecord;
+      let task: TaskRecord | undefined;
       if (!optBool(input, 'upload') && isLoopback(api.url)) {
-        task = (await api.ok<TaskRecord>('POST', '/api/v1/images', { file, name })).body;
-      } else {
+        const res = await api.call<TaskRecord>('POST', '/api/v1/images', { file, name });
+        // The daemon reads by path only from its import directories and for an admin token;
+        // anything else travels as an upload, read here with the user's own rights.
+        const code = (res.body as { error?: { code?: string } } | null)?.error?.code;
+        if (code !== 'FD_PATH_NOT_ALLOWED' && code !== 'FD_FORBIDDEN') task = throwIfError(res).body;
+      }
+      if (!task) {
         const bar = ctx.progress(`upload ${name}`);
         let progress: Progress | undefined;
         const res = await api.upload<TaskRecord>(

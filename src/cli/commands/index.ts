@@ -8,13 +8,20 @@ import { ovfCommands } from './ovf.js';
 import { labCommands } from './lab.js';
 import { serveCommands } from './serve.js';
 import { consoleCommands } from './console.js';
+import { vncCommands } from './vnc.js';
 import { imageImportCommands } from './image-import.js';
 import { clusterJoinCommands } from './cluster-join.js';
 import { ovfApplianceCommands } from './ovf-import.js';
 
 export function allCommands(): CommandDef[] {
   // Commands written by hand replace the generated verb of the same name (uploads, consoles).
-  const custom = [...consoleCommands, ...imageImportCommands, ...clusterJoinCommands, ...ovfApplianceCommands()];
+  const custom = [
+    ...consoleCommands,
+    ...vncCommands,
+    ...imageImportCommands,
+    ...clusterJoinCommands,
+    ...ovfApplianceCommands(),
+  ];
   const generated = operations
     .map(commandFromOperation)
     .filter((c): c is CommandDef => c !== undefined && !custom.some((x) => x.noun === c.noun && x.verb === c.verb));

@@ -1,11 +1,11 @@
 /**
  * `flightdeck lab up|down|status|exec|fail|heal|list`: a cluster of N hosts on this machine,
  * one network namespace each, for trying clustering and for multi-host tests. The work is in
- * src/cluster/lab; these handlers parse options, return data, and render it for people.
+ * src/lab; these handlers parse options, return data, and render it for people.
  */
 import { FdError } from '../../core/errors.js';
-import { DEFAULT_PREFIX } from '../../cluster/lab/names.js';
-import { FAIL_MODES, Lab, type DownReport, type FailMode, type LabStatus } from '../../cluster/lab/lab.js';
+import { DEFAULT_PREFIX } from '../../lab/names.js';
+import { FAIL_MODES, Lab, type DownReport, type FailMode, type LabStatus } from '../../lab/lab.js';
 import {
   argString,
   defineCommand,
