@@ -35,7 +35,7 @@ test('the demo console: banner and login prompt, no probe lines, quiet while idl
     throw new Error(`no login prompt; console:\n${text.slice(-3000)}`, { cause: err });
   });
   assert.doesNotMatch(text, /FD-[A-Z]/, `no probe line on the demo console:\n${text.slice(-3000)}`);
-  assert.match(text, /flightdeck tiny guest/, 'the banner says what this is');
+  assert.match(text, /flightdeck's tiny guest/, 'the banner says what this is');
   assert.match(text, /Log in as root \(no password\)/, 'and how to get in');
   assert.match(text, /eth0: 10\.0\.2\.15\/24/, 'and the address DHCP gave');
 

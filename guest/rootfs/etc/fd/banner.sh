@@ -1,7 +1,7 @@
 #!/bin/sh
 # The login banner (/etc/issue): what this guest is, its addresses, and what to try.
 echo
-echo "flightdeck tiny guest $(hostname): busybox on Debian's cloud kernel"
+echo "flightdeck's tiny guest (hostname $(hostname)): busybox on Debian's cloud kernel"
 for dev in /sys/class/net/*; do
   ifname=${dev##*/}
   [ "$ifname" = lo ] && continue
