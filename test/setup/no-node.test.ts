@@ -81,6 +81,10 @@ test('setup on a fresh Debian 12 without Node.js installs Node.js 24 from the re
   mounted.push(join(root, 'proc'));
   await copyFile('/etc/resolv.conf', join(root, 'etc/resolv.conf'));
   await writeFile(join(root, 'etc/apt/sources.list'), `deb ${MIRROR} bookworm main\n`);
+  // The certificate authorities this machine's network needs (a local TLS proxy, say) are the
+  // machine's, not the OS's: a Debian installed on this network would be given them too.
+  if (existsSync('/usr/local/share/ca-certificates'))
+    await cp('/usr/local/share/ca-certificates', join(root, 'usr/local/share/ca-certificates'), { recursive: true });
 
   const before = await inRoot('if command -v node || command -v nodejs; then echo has-node; else echo no-node; fi');
   assert.equal(before.stdout.trim(), 'no-node', 'the new root has no Node.js');
