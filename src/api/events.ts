@@ -37,6 +37,10 @@ export function registerEvents(
     await watch('vms/', 'vm');
     await watch('status/vms/', 'status');
     await watch('tasks/', 'task');
+    // Not in the default set (a client asks for them): mirroring state, and hosts coming and going.
+    await watch('protection/', 'protection');
+    await watch('hosts/', 'host');
+    await watch('alive/', 'host');
     const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
     req.raw.on('close', () => {
       clearInterval(ping);

@@ -13,6 +13,8 @@ export interface VmView extends VmRecord {
   pid: number | null;
   lastError: string | null;
   restarts: number;
+  /** When the VM entered its current state (its uptime, while it runs). */
+  since: string | null;
   /** Mirroring state, when the VM is protected (vm protect). */
   protection: Pick<
     ProtectionRecord,
@@ -44,6 +46,7 @@ export class VmService {
       pid: status?.pid ?? null,
       lastError: status?.lastError ?? null,
       restarts: status?.restarts ?? 0,
+      since: status?.since ?? null,
     };
   }
 
