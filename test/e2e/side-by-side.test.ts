@@ -13,7 +13,7 @@ import { TestDaemon } from '../helpers/daemon.js';
 import { waitFor } from '../../src/core/process.js';
 import { parseProbeLine } from '../../src/host/images/probes.js';
 import { HostNetworks } from '../../src/host/network.js';
-import { overlaps, releaseNetwork } from '../../src/host/network-choice.js';
+import { claimsDir, overlaps, releaseNetwork } from '../../src/host/network-choice.js';
 
 interface Network {
   name: string;
@@ -106,9 +106,12 @@ test('two daemons side by side: each its own bridge and subnet, each VM reachabl
   }
   for (const ip of ips) assert.equal(await echo(ip, `hello ${ip}\n`), `hello ${ip}\n`);
 
-  // a restart keeps the recorded choice
-  await b.stop();
-  await b.startProcess();
-  const again = (await b.json<Network[]>(['network', 'list'])).find((n) => n.name === 'default');
-  assert.deepEqual({ bridge: again?.bridge, cidr: again?.cidr }, { bridge: nb.bridge, cidr: nb.cidr });
+  // each choice is claimed for its own data dir, so a stopped daemon keeps it
+  for (const [d, net] of [
+    [a, na],
+    [b, nb],
+  ] as const) {
+    const claim = JSON.parse(await readFile(join(claimsDir(), `${net.bridge}.json`), 'utf8')) as { dataDir: string };
+    assert.equal(claim.dataDir, d.dataDir, `${net.bridge} is claimed by its daemon`);
+  }
 });
