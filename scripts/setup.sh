@@ -28,7 +28,7 @@ done
 PKGS=(qemu-system-x86 qemu-utils qemu-system-common qemu-block-extra ovmf etcd-server etcd-client
   libvhdi-utils libxml2-utils dnsmasq-base nftables e2fsprogs iproute2 cpio xorriso genisoimage
   fuse3 zstd chromium vncsnapshot util-linux kmod procps gcc libc6-dev xz-utils isolinux syslinux-common openssl
-  curl ca-certificates tar gzip clamav ntfs-3g xfsprogs lvm2 dosfstools fusefat mtools gdisk fdisk)
+  curl ca-certificates tar gzip clamav ntfs-3g xfsprogs lvm2 dosfstools fusefat mtools gdisk fdisk libnbd-bin)
 [ "$NODE_ONLY" = 1 ] && PKGS=(curl ca-certificates openssl tar gzip)
 missing=()
 for p in "${PKGS[@]}"; do
