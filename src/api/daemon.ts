@@ -4,6 +4,7 @@
  * apart from the store and the data dir: it can be SIGKILLed and restarted at any time; VMs,
  * their vdisk processes and the embedded etcd keep running and are taken over again.
  */
+import { cleanupViews, scanStateDir } from '../host/scan/view.js';
 import { mkdir, readFile, chmod, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -99,6 +100,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const dataDir = opts.dataDir;
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   await claimDataDir(dataDir);
+  // mounts, loop devices and processes of scans a killed daemon left behind
+  await cleanupViews(scanStateDir(dataDir));
   // cluster.json (written by cluster init/join) supplies what the command line leaves out.
   const cluster = await loadClusterConfig(dataDir);
   const { host: listenHost, port } = parseListen(opts.listen ?? cluster?.listen ?? `127.0.0.1:${DEFAULT_PORT}`);
