@@ -25,7 +25,7 @@ done
 PKGS=(qemu-system-x86 qemu-utils qemu-system-common qemu-block-extra ovmf etcd-server etcd-client
   libvhdi-utils libxml2-utils dnsmasq-base nftables e2fsprogs iproute2 cpio xorriso genisoimage
   fuse3 zstd chromium vncsnapshot util-linux kmod procps gcc libc6-dev xz-utils isolinux syslinux-common openssl
-  curl ca-certificates tar gzip clamav ntfs-3g xfsprogs lvm2 dosfstools fusefat mtools gdisk fdisk)
+  curl ca-certificates tar gzip clamav ntfs-3g xfsprogs lvm2 dosfstools fusefat mtools gdisk fdisk libnbd-bin)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
