@@ -127,7 +127,7 @@ export async function createServer(
         };
         const parsed = op.input.safeParse(raw);
         if (!parsed.success) throw badInput(parsed.error.issues);
-        const ctx = { svc, caller: caller.name };
+        const ctx = { svc, caller: caller.name, role: caller.role };
         const route = op.route ? await op.route(ctx, parsed.data) : undefined;
         if (route && route.host !== svc.hostName) {
           if (req.headers['x-flightdeck-forwarded-by']) {

@@ -5,7 +5,7 @@
  * after the files exist, so a crash leaves at most an unreferenced directory that init()
  * sweeps away, never a record pointing at nothing.
  */
-import { copyFile, mkdir, readdir, rm, stat, writeFile, mkdtemp } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat, writeFile, mkdtemp } from 'node:fs/promises';
 import { join } from 'node:path';
 import { freemem, totalmem } from 'node:os';
 import { FdError } from '../../core/errors.js';
@@ -26,6 +26,7 @@ import type { DiskRecord, HostRecord, ImageRecord, NetworkRecord, VmRecord } fro
 import type { Store } from '../state/store.js';
 import type { TaskHandle } from '../state/tasks.js';
 import { createHash } from 'node:crypto';
+import { copyPrivate } from '../../host/private-files.js';
 
 /** The default NAT network of a host: guests get 10.88.0.x by DHCP and reach out through NAT. */
 export const DEFAULT_BRIDGE = 'fdbr0';
@@ -408,7 +409,7 @@ export class Provisioner {
       [img.kernel, `${base}.vmlinuz`],
       [img.initrd, `${base}.initrd`],
     ] as const) {
-      await produceFileAtomic(to, (tmp) => copyFile(from, tmp));
+      await produceFileAtomic(to, (tmp) => copyPrivate(from, tmp));
     }
     const rec: ImageRecord = {
       name: 'tiny',
