@@ -33,7 +33,7 @@ let work: string;
 before(async () => {
   d = await TestDaemon.start();
   work = await mkdtemp(join(tmpdir(), 'fd-img-'));
-  const r = await d.cli(['image', 'build', 'tiny']);
+  const r = await d.cli(['image', 'build', 'tiny', '--probes']);
   assert.equal(r.code, 0, r.stderr);
 });
 after(async () => {

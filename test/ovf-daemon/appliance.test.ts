@@ -63,7 +63,7 @@ before(async () => {
   work = await mkdtemp(join(tmpdir(), 'fd-ovfd-'));
   // The daemon reads and writes appliances by path only in the directories its host names.
   d = await TestDaemon.start({ config: { importDirs: [work, FIXTURES], exportDirs: [work] } });
-  const r = await d.cli(['image', 'build', 'tiny']);
+  const r = await d.cli(['image', 'build', 'tiny', '--probes']);
   assert.equal(r.code, 0, r.stderr);
   pattern = randomBytes(1024 * 1024);
   // The source VM: never booted; its disk gets a counter value and a random MiB through our
