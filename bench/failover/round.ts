@@ -91,7 +91,7 @@ export async function failoverRound(
   const { leader, primary, standby } = hosts;
   const name = `fo${mode.slice(0, 4)}${round}`;
   const host = (h: string): { name: string; dataDir: string } => lab.host(h);
-  const serialOf = (h: string, id: string): string => `${lab.host(h).dataDir}/run/${id}/serial.log`;
+  const serialOf = (h: string, id: string): string => `${lab.host(h).dataDir}/run/${id}/q/serial.log`;
 
   await labJson(lab, primary, [
     'vm',

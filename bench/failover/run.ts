@@ -94,7 +94,7 @@ async function mirrorCost(lab: Lab, primary: string, standby: string): Promise<W
     'true',
   ]);
   const vm = await labJson<{ id: string }>(lab, primary, ['vm', 'show', name]);
-  const tail = new SerialTail(`${lab.host(primary).dataDir}/run/${vm.id}/serial.log`, 50).start();
+  const tail = new SerialTail(`${lab.host(primary).dataDir}/run/${vm.id}/q/serial.log`, 50).start();
   const counted = (): number => tail.counters.length;
   try {
     await waitFor('the guest writing counters', () => (tail.counters.length > 20 ? true : undefined), {

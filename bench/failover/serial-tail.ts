@@ -1,5 +1,5 @@
 /**
- * Follows a guest's serial log file (QEMU's chardev logfile, run/ID/serial.log) by polling it
+ * Follows a guest's serial log file (QEMU's chardev logfile, run/ID/q/serial.log) by polling it
  * every few milliseconds, and keeps what the failover bench needs with the host-side arrival
  * time: the first heartbeat, the highest durable counter printed and the counter the guest found
  * on its disk at boot. Polling the file, not connecting to the serial socket, leaves the socket

@@ -94,7 +94,7 @@ async function oursCase(lab: Lab, label: string, vmName: string, image: string):
   const watch = new HeartbeatWatch();
   const echo = new EchoProbe(lab.host('h3').netns, vm.nics[0]!.ip);
   try {
-    await watch.attach(join(lab.host('h1').dataDir, 'run', vm.id, 'serial.sock'));
+    await watch.attach(join(lab.host('h1').dataDir, 'run', vm.id, 'q', 'serial.sock'));
     await settle(watch, image === 'tiny-dirty' ? DIRTY_MB : 0);
     // The target's serial socket appears when its QEMU starts (-incoming defer): read it from then.
     const onTarget = watch.attach(join(lab.host('h2').dataDir, 'run', vm.id, 'serial.sock'), {

@@ -12,7 +12,7 @@
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,6 +46,7 @@ async function main(): Promise<void> {
   const cached = tinyImagePaths();
   const img = withProbes(existsSync(cached.manifest) ? { ...cached, cmdline: TINY_CMDLINE } : await buildTinyImage());
   const root = await mkdtemp(join(tmpdir(), 'fd-bench-vm-'));
+  await chmod(root, 0o711); // each VM's QEMU runs as its own user and passes through to its run dir
   const runDir = join(root, 'run');
   const dataDir = join(root, 'data');
   const raw = join(root, 'base.raw');
@@ -256,7 +257,7 @@ async function benchReattach(root: string): Promise<{ runner: number; bareQmp: n
       // the peer: the least any reattach must do, a QMP handshake and query-status per VM
       let t0 = process.hrtime.bigint();
       for (const n of names) {
-        const q = await QmpClient.connect(join(runDir, n, 'qmp.sock'));
+        const q = await QmpClient.connect(join(runDir, n, 'q', 'qmp.sock'));
         await q.execute('query-status');
         await q.close();
       }

@@ -24,6 +24,7 @@ import { createLocalRuntime } from '../cluster/runtime/local.js';
 import { Provisioner } from '../cluster/provisioning/provisioner.js';
 import { createServer } from './server.js';
 import { repairDataDir, usePrivateUmask } from '../host/private-files.js';
+import { loadHostConfig } from '../host/host-config.js';
 import { LeaderElection } from '../cluster/clustering/leader.js';
 import { FailoverController } from '../cluster/clustering/failover.js';
 import { localFirst } from '../cluster/clustering/endpoints.js';
@@ -104,7 +105,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   await claimDataDir(dataDir);
   for (const dir of ['import', 'export']) await mkdir(join(dataDir, dir), { recursive: true, mode: 0o700 });
-  const repaired = await repairDataDir(dataDir);
+  const hostConfig = await loadHostConfig(dataDir);
+  const asRoot = process.getuid?.() === 0;
+  const repaired = await repairDataDir(dataDir, asRoot ? { vmGroup: hostConfig.vmUsers.first } : {});
   if (repaired.changed.length)
     log.warn('made files under the data dir private', {
       count: repaired.changed.length,
@@ -130,7 +133,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
 
   const vms = new VmService(store);
   const catalog = new Catalog(store);
-  const runtime = await createLocalRuntime({ dataDir, log, store });
+  const runtime = await createLocalRuntime({ dataDir, log, store, vmUsers: hostConfig.vmUsers });
   const provisioner = new Provisioner({
     store,
     catalog,

@@ -4,12 +4,14 @@
  * applies at once without a restart; a file that does not parse refuses the call that needed
  * it rather than falling back to something more permissive.
  *
- *     { "importDirs": ["/srv/isos"], "exportDirs": ["/srv/appliances"] }
+ *     { "importDirs": ["/srv/isos"], "exportDirs": ["/srv/appliances"],
+ *       "vmUsers": { "first": 200000000, "count": 10000 } }
  */
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { z } from 'zod';
 import { FdError, isErrno } from '../core/errors.js';
+import { DEFAULT_VM_USERS } from './confine/vm-users.js';
 
 const AbsoluteDir = z
   .string()
@@ -22,6 +24,13 @@ export const HostConfigSchema = z.strictObject({
   importDirs: z.array(AbsoluteDir).max(64).default([]),
   /** Directories `ovf export` may write into, besides DATA_DIR/export. */
   exportDirs: z.array(AbsoluteDir).max(64).default([]),
+  /** The reserved ids of VMs' own users (host/confine/vm-users.ts): the shared group, then slots. */
+  vmUsers: z
+    .strictObject({
+      first: z.number().int().min(1000).max(4_000_000_000),
+      count: z.number().int().min(1).max(1_000_000),
+    })
+    .default(DEFAULT_VM_USERS),
 });
 export type HostConfig = z.output<typeof HostConfigSchema>;
 
@@ -46,7 +55,7 @@ export async function loadHostConfig(dataDir: string): Promise<HostConfig> {
   if (!parsed.success) {
     const what = parsed.error.issues.map((i) => `${i.path.join('.') || '(top)'}: ${i.message}`).join('; ');
     throw new FdError('FD_HOST_CONFIG_INVALID', `${path}: ${what}`, {
-      hint: 'keys: importDirs, exportDirs (arrays of absolute paths)',
+      hint: 'keys: importDirs, exportDirs (arrays of absolute paths), vmUsers ({first, count})',
     });
   }
   return parsed.data;

@@ -5,11 +5,11 @@
  * they create is private from the start; and at every start a repair pass takes group and
  * other permissions off everything already there (older versions, files copied in by hand).
  *
- * The exceptions are the path QEMU takes to its own run dir after dropping root: the data dir
- * and `run/` keep the search bit (x, never r or w) for the user QEMU runs as; `run/ID/` is that
- * user's, 0700.
+ * The exceptions are on the way to a VM's run dir: the data dir and `run/` are root's and the
+ * VMs' shared group's (0710), so each VM's QEMU, running as its own user, gets through (and
+ * nobody else); what is under `run/` the runner sets for each VM.
  */
-import { chmod, copyFile, lstat, readdir } from 'node:fs/promises';
+import { chmod, chown, copyFile, lstat, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isErrno } from '../core/errors.js';
 
@@ -27,18 +27,32 @@ export function usePrivateUmask(): void {
   process.umask(PRIVATE_UMASK);
 }
 
+export interface RepairOptions {
+  /**
+   * The VMs' shared group (host/confine): the data dir and run/ become root:GROUP 0710, the way
+   * a VM's own users reach their run dirs. Without it (not root, or confinement off) they keep
+   * the search bit for everyone (0711), as for QEMU dropping to `nobody`.
+   */
+  vmGroup?: number;
+}
+
 /**
  * Takes group and other bits off every file and directory under `dataDir` (not following links,
  * not crossing into other filesystems: a disk mounted under it is not ours to change), and
- * gives the directories on QEMU's path exactly TRAVERSE_ONLY_DIR_MODE.
+ * gives the data dir and run/ their traversal mode. What is inside run/ is the runner's: it sets
+ * each VM's run dir as that VM's QEMU needs (host/runner/start.ts).
  */
-export async function repairDataDir(dataDir: string): Promise<RepairReport> {
+export async function repairDataDir(dataDir: string, opts: RepairOptions = {}): Promise<RepairReport> {
   const report: RepairReport = { changed: [] };
   const root = await lstat(dataDir);
-  const traverse = new Set([dataDir, join(dataDir, 'run')]);
-  const fix = async (path: string, mode: number, want: number): Promise<void> => {
-    if ((mode & 0o7777) === want) return;
+  const runDir = join(dataDir, 'run');
+  // A VM still running from before per-VM users (QEMU as `nobody`) needs the old search bit.
+  const vmGroup = (await legacyVmsRunning(runDir)) ? undefined : opts.vmGroup;
+  const traverseMode = vmGroup === undefined ? TRAVERSE_ONLY_DIR_MODE : 0o710;
+  const fix = async (path: string, mode: number, want: number, gid?: number): Promise<void> => {
     try {
+      if (gid !== undefined && (await lstat(path)).gid !== gid) await chown(path, 0, gid);
+      if ((mode & 0o7777) === want) return;
       await chmod(path, want);
       report.changed.push({ path, from: mode & 0o7777, to: want });
     } catch (err) {
@@ -60,17 +74,32 @@ export async function repairDataDir(dataDir: string): Promise<RepairReport> {
         throw err;
       });
       if (!st || st.isSymbolicLink() || st.dev !== root.dev) continue;
-      // A VM's run dir belongs to the user its QEMU runs as; one still owned by root is from a
-      // version whose QEMU reached its sockets through it (search bit kept for it).
-      const legacyRunDir = dir === join(dataDir, 'run') && st.isDirectory() && st.uid === 0;
-      if (traverse.has(path) || legacyRunDir) await fix(path, st.mode, TRAVERSE_ONLY_DIR_MODE);
-      else await fix(path, st.mode, st.mode & 0o700); // also drops setuid/setgid bits
+      if (path === runDir) {
+        await fix(path, st.mode, traverseMode, vmGroup);
+        continue;
+      }
+      await fix(path, st.mode, st.mode & 0o700); // also drops setuid/setgid bits
       if (st.isDirectory()) await walk(path);
     }
   };
-  await fix(dataDir, root.mode, TRAVERSE_ONLY_DIR_MODE);
+  await fix(dataDir, root.mode, traverseMode, vmGroup);
   await walk(dataDir);
   return report;
+}
+
+async function legacyVmsRunning(runDir: string): Promise<boolean> {
+  const names = await readdir(runDir).catch(() => [] as string[]);
+  for (const n of names) {
+    const text = await readFile(join(runDir, n, 'vm.json'), 'utf8').catch(() => undefined);
+    if (!text) continue;
+    try {
+      const rec = JSON.parse(text) as { runAs?: string; confine?: unknown };
+      if (rec.runAs && !rec.confine) return true;
+    } catch {
+      // half written: its runner is about to replace it
+    }
+  }
+  return false;
 }
 
 /** copyFile keeps the source's mode (0644 for a package's files); a copy under the data dir is private. */

@@ -21,16 +21,26 @@ export interface LaunchedQemu {
   child: ChildProcess;
 }
 
+export interface LaunchOptions {
+  timeoutMs?: number;
+  onSpawn?: (proc: ProcIdentity) => Promise<void>;
+  /** Runs QEMU through this command (cgroup entry, user switch): prefix + [qemu, ...argv]. */
+  wrap?: (command: string[]) => string[];
+  /** Descriptors QEMU inherits as its fds 3, 4, ... (the fd sets of -add-fd). */
+  fds?: number[];
+}
+
 export async function launchQemu(
   argv: string[],
   paths: { qmp: string; qemuLog: string },
-  opts: { timeoutMs?: number; onSpawn?: (proc: ProcIdentity) => Promise<void> } = {},
+  opts: LaunchOptions = {},
 ): Promise<LaunchedQemu> {
-  const log = await open(paths.qemuLog, 'a');
+  const log = await open(paths.qemuLog, 'a', 0o600);
   let child: ChildProcess;
   try {
     await log.write(`${START_MARK}${new Date().toISOString()} ---\n`);
-    child = spawn(QEMU_BINARY, argv, { detached: true, stdio: ['ignore', log.fd, log.fd] });
+    const [cmd, ...args] = opts.wrap ? opts.wrap([QEMU_BINARY, ...argv]) : [QEMU_BINARY, ...argv];
+    child = spawn(cmd!, args, { detached: true, stdio: ['ignore', log.fd, log.fd, ...(opts.fds ?? [])] });
   } finally {
     await log.close();
   }

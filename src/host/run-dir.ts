@@ -5,6 +5,7 @@
  * so a runner killed mid-step leaves a note of exactly what may be half done; `exit.json` keeps
  * the last exit (reason, QEMU stderr tail) after the processes are gone.
  */
+import { existsSync } from 'node:fs';
 import { readFile, readdir, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tempPathFor } from '../core/atomic-file.js';
@@ -13,6 +14,8 @@ import { vmRunPaths, type VmRunPaths } from '../qemu/run-paths.js';
 import type { Accel } from '../qemu/argv.js';
 import type { VmSpec } from '../qemu/spec.js';
 import type { ProcIdentity } from './pidfile.js';
+import type { VmCgroup } from './confine/cgroups.js';
+import type { VmUsers } from './confine/vm-users.js';
 
 /** One VHD disk served by the VM's vdisk process. */
 export interface VdiskExportRecord {
@@ -29,11 +32,17 @@ export interface TapRecord {
   bridge: string;
 }
 
+export interface ConfineRecord extends VmUsers {
+  cgroup?: VmCgroup;
+}
+
 /** What was started for a VM: enough for a different runner process to take it over. */
 export interface VmRecord {
   spec: VmSpec;
   accel: Accel;
   runAs?: string;
+  /** The VM's own users and cgroup (host/confine), when QEMU runs confined. */
+  confine?: ConfineRecord;
   argv?: string[];
   qemu?: ProcIdentity;
   /** The one vdisk process serving every VHD disk of the VM (absent when it has none). */
@@ -87,13 +96,16 @@ export interface VmDir extends VmRunPaths {
 
 export function vmDir(runDir: string, name: string): VmDir {
   const dir = join(runDir, name);
+  // A VM still running from before QEMU got its own q/ keeps its flat run dir until it stops.
+  const flat = !existsSync(join(dir, 'q')) && existsSync(join(dir, 'vm.json'));
+  const paths = vmRunPaths(dir, flat ? 'flat' : 'split');
   return {
-    ...vmRunPaths(dir),
+    ...paths,
     name,
     record: join(dir, 'vm.json'),
     intent: join(dir, 'intent.json'),
     exit: join(dir, 'exit.json'),
-    vdiskSocket: (id) => join(dir, `vdisk-${id}.sock`),
+    vdiskSocket: (id) => join(paths.qemuDir, `vdisk-${id}.sock`),
     vdiskLog: join(dir, 'vdisk.log'),
     vdiskConfig: join(dir, 'vdisk.json'),
   };
@@ -119,7 +131,7 @@ export const readExit = (d: VmDir): Promise<ExitRecord | undefined> => readJson<
  */
 async function replaceFile(path: string, text: string): Promise<void> {
   const tmp = tempPathFor(path);
-  await writeFile(tmp, text);
+  await writeFile(tmp, text, { mode: 0o600 }); // whatever the umask: only root reads a run dir's records
   await rename(tmp, path);
 }
 
@@ -147,6 +159,9 @@ export async function listVmDirs(runDir: string): Promise<string[]> {
 export async function clearRuntime(d: VmDir, record: VmRecord | undefined): Promise<void> {
   const files = [d.qmp, d.serial, d.vnc, d.pidfile, d.vdiskConfig, d.record, d.intent];
   for (const v of record?.vdiskExports ?? []) files.push(v.socketPath);
+  // Kernel and initrd copies a confined QEMU booted from (host/confine/qemu-files.ts).
+  const copies = await readdir(d.qemuDir).catch(() => [] as string[]);
+  for (const n of copies) if (/^(kernel|initrd)-/.test(n)) files.push(join(d.qemuDir, n));
   for (const f of files) {
     await unlink(f).catch((err: unknown) => {
       if (!isErrno(err, 'ENOENT')) throw err;

@@ -41,7 +41,10 @@ import { KeyedLock, runnerLockPath, takeRunnerLock } from './runner/locks.js';
 import { reattachOne } from './runner/reattach.js';
 import { RestartPolicy } from './runner/restart-policy.js';
 import { resolveRunAs, type RunAs } from './runner/run-as.js';
-import { startVm, startVmVdisk } from './runner/start.js';
+import { startVm, startVmVdisk, type Confinement } from './runner/start.js';
+import { detectCgroups } from './confine/cgroups.js';
+import { DEFAULT_VM_USERS } from './confine/vm-users.js';
+import { openRunDirToVms } from './confine/run-dir-access.js';
 import { vmStatus } from './runner/status.js';
 import { exitRecordOf, teardown } from './runner/teardown.js';
 import { unwatchVm, watchVm } from './runner/watch.js';
@@ -85,6 +88,7 @@ export class VmRunner extends EventEmitter {
   }
   private accelVerdict: Promise<Accel> | undefined;
   private runAsResolved: RunAs | null | undefined;
+  private confinementResolved: Confinement | null | undefined;
   private ready: Promise<void> | undefined;
   private closed = false;
 
@@ -285,6 +289,7 @@ export class VmRunner extends EventEmitter {
         faultPoint: this.opts.faultPoint,
         accel: () => this.accel(),
         runAs: () => this.runAs(),
+        confinement: () => this.confinement(),
         attached: (name) => this.attached.get(name),
         attach: (d, record, qmp, child) => void this.attach(d, record, qmp, child),
         detach: (att) => this.detach(att),
@@ -435,6 +440,8 @@ export class VmRunner extends EventEmitter {
       await mkdir(this.opts.runDir, { recursive: true });
       await mkdir(this.opts.dataDir, { recursive: true });
       await takeRunnerLock(this.opts.runDir);
+      const conf = this.confinement();
+      if (conf) await openRunDirToVms(this.opts.runDir, conf.users, this.log);
     })();
     return this.ready;
   }
@@ -454,9 +461,22 @@ export class VmRunner extends EventEmitter {
 
   /** The user QEMU drops to, if it can reach the run dir as that user; else null (stay as we are). */
   private runAs(): RunAs | null {
+    if (this.confinement()) return null; // each VM has its own users instead
     if (this.runAsResolved === undefined)
       this.runAsResolved = resolveRunAs(this.opts.qemuUser, this.opts.runDir, this.log);
     return this.runAsResolved;
+  }
+
+  /** Per-VM users and cgroups: as root, unless a QEMU user was named or confinement is off. */
+  private confinement(): Confinement | null {
+    if (this.confinementResolved !== undefined) return this.confinementResolved;
+    const want = this.opts.qemuUser ?? 'auto';
+    const on = this.opts.confine !== false && want === 'auto' && process.getuid?.() === 0;
+    const cfg = this.opts.confine || {};
+    this.confinementResolved = on
+      ? { users: cfg.users ?? DEFAULT_VM_USERS, cgroups: cfg.cgroups ?? detectCgroups() }
+      : null;
+    return this.confinementResolved;
   }
 
   private mustBeAttached(name: string): Attached {

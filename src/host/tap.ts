@@ -17,14 +17,16 @@ export async function linkExists(name: string): Promise<boolean> {
   return r.code === 0;
 }
 
-export async function createTap(tap: string, bridge: string): Promise<void> {
+/** `owner`: the user QEMU runs as, who may then attach to the tap without any privilege. */
+export async function createTap(tap: string, bridge: string, owner?: number): Promise<void> {
   if (!(await linkExists(bridge))) {
     throw new FdError('FD_NET_BRIDGE_NOT_FOUND', `bridge ${bridge} does not exist`, {
       hint: 'create the network first, or attach the NIC to an existing bridge',
     });
   }
   await deleteTap(tap); // a leftover from a killed runner
-  await run('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
+  const who = owner === undefined ? [] : ['user', String(owner), 'group', String(owner)];
+  await run('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap', ...who]);
   try {
     await run('ip', ['link', 'set', 'dev', tap, 'master', bridge]);
     await run('ip', ['link', 'set', 'dev', tap, 'up']);

@@ -20,6 +20,20 @@ export interface VdiskConfig {
     /** Serve on TCP instead of the unix socket (the standby's mirror target, see cluster/protection/). */
     tcp?: { host: string; port: number };
   }>;
+  /**
+   * The user to become once every chain is open and every socket listens: the process then
+   * holds its files and sockets and no privilege (it never opens anything again).
+   */
+  dropTo?: { uid: number; gid: number; groups: number[] };
+}
+
+/** Gives up root for good: groups first, then gid, then uid (after which neither can change). */
+function dropPrivileges(to: NonNullable<VdiskConfig['dropTo']>): void {
+  process.setgroups!(to.groups);
+  process.setgid!(to.gid);
+  process.setuid!(to.uid);
+  if (process.getuid!() !== to.uid || process.geteuid!() !== to.uid || process.getegid!() !== to.gid)
+    throw new Error(`could not become uid ${to.uid}`);
 }
 
 async function main(configPath: string): Promise<number> {
@@ -47,6 +61,7 @@ async function main(configPath: string): Promise<number> {
         }),
       );
     }
+    if (cfg.dropTo) dropPrivileges(cfg.dropTo);
     process.stdout.write(
       JSON.stringify({ event: 'ready', pid: process.pid, sockets: servers.map((s) => s.socketPath) }) + '\n',
     );

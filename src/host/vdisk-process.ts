@@ -18,6 +18,8 @@ export interface StartVdiskOptions {
   logPath: string;
   /** Owner for the sockets, so QEMU running as an unprivileged user can reconnect to them. */
   socketOwner?: { uid: number; gid: number };
+  /** The user the vdisk becomes once its files are open (see VdiskConfig.dropTo). */
+  dropTo?: VdiskConfig['dropTo'];
   timeoutMs?: number;
   onSpawn?: (proc: ProcIdentity) => Promise<void>;
 }
@@ -31,8 +33,13 @@ export async function startVdisk(o: StartVdiskOptions): Promise<ProcIdentity> {
       if (!isErrno(err, 'ENOENT')) throw err;
     });
   }
-  await writeFile(o.configPath, JSON.stringify({ exports: o.exports } satisfies VdiskConfig, null, 2) + '\n');
-  const log = await open(o.logPath, 'a');
+  await writeFile(
+    o.configPath,
+    JSON.stringify({ exports: o.exports, ...(o.dropTo ? { dropTo: o.dropTo } : {}) } satisfies VdiskConfig, null, 2) +
+      '\n',
+    { mode: 0o600 },
+  );
+  const log = await open(o.logPath, 'a', 0o600);
   let exited: { code: number | null; signal: string | null } | undefined;
   let child;
   try {

@@ -14,7 +14,7 @@
  * a lab even when a crashed `up` left no state file.
  */
 import { spawn } from 'node:child_process';
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir } from 'node:fs/promises';
 import { FdError } from '../core/errors.js';
 import { run, sleep, type RunResult } from '../core/process.js';
 import { detectAccel } from '../qemu/accel.js';
@@ -182,6 +182,8 @@ export class Lab {
       const planned = planLab(prefix, n, await pickSubnet(opts.subnet));
       planned.isolateDirs = opts.isolateDirs === true;
       await mkdir(labDir(prefix), { recursive: true, mode: 0o700 });
+      // Search only (no listing) for the hosts' VM users, on their way to their run dirs.
+      await chmod(labDir(prefix), 0o711);
       await writeState(planned);
       return planned;
     });

@@ -5,10 +5,13 @@
  * Choices that matter:
  * - `-nodefaults -no-user-config`: only the devices the spec names exist.
  * - QMP, serial and VNC are unix sockets in the VM's run dir, never TCP ports.
- * - `-sandbox on` with obsolete/spawn/resourcecontrol denied. QEMU 7.2 installs the seccomp
- *   filter before `-runas` drops to the unprivileged user, so `elevateprivileges=deny` would kill
- *   it at the setuid call: with `runAs` we allow that one syscall group, since a process already
- *   running as an unprivileged user cannot elevate anyway.
+ * - `-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny`: QEMU
+ *   is started as its VM's own user (host/confine), so it never needs setuid. Only the legacy
+ *   `runAs` mode (QEMU drops with `-runas` itself) allows elevateprivileges: QEMU 7.2 installs
+ *   the seccomp filter before `-runas`, which would die at its own setuid call.
+ * - A confined QEMU opens no host file by its path: the runner passes every block file as an
+ *   inherited descriptor (`-add-fd`, `/dev/fdset/N`) and copies kernel and initrd into QEMU's
+ *   own directory; `ctx.files` says where QEMU finds each file the spec names.
  * - VHD disks reach QEMU only through our vdisk NBD server (`reconnect-delay` lets the vdisk
  *   process restart under a running guest); raw and qcow2 use QEMU's own drivers.
  */
@@ -35,6 +38,12 @@ export interface LaunchContext {
   uefi?: { codePath: string; varsPath: string };
   /** Seconds QEMU's NBD client keeps retrying a lost vdisk connection before failing I/O. */
   nbdReconnectDelayS?: number;
+  /** Where QEMU finds a file the spec names, when not at that path (`/dev/fdset/N`, a copy). */
+  files?: Record<string, string>;
+  /** Descriptors QEMU inherits, each in its own fd set (`-add-fd fd=FD,set=SET`). */
+  addFds?: { fd: number; set: number }[];
+  /** TCG translation cache size in MiB (bounded, so a memory limit can hold under TCG). */
+  tcgCacheMiB?: number;
 }
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
@@ -57,7 +66,10 @@ export function buildQemuArgv(spec: VmSpec, ctx: LaunchContext): string[] {
   a.push('-name', `guest=${spec.name},debug-threads=on`, '-uuid', spec.uuid);
   a.push('-nodefaults', '-no-user-config', '-msg', 'timestamp=on');
   a.push('-sandbox', `${SANDBOX_BASE},elevateprivileges=${ctx.runAs ? 'allow' : 'deny'}`);
-  a.push('-machine', `${spec.machine},usb=off`, '-accel', ctx.accel === 'tcg' ? 'tcg,thread=multi' : 'kvm');
+  const tcg = `tcg,thread=multi${ctx.tcgCacheMiB ? `,tb-size=${ctx.tcgCacheMiB}` : ''}`;
+  a.push('-machine', `${spec.machine},usb=off`, '-accel', ctx.accel === 'tcg' ? tcg : 'kvm');
+  for (const f of ctx.addFds ?? []) a.push('-add-fd', `fd=${f.fd},set=${f.set}`);
+  const file = (path: string): string => ctx.files?.[path] ?? path;
   if (ctx.accel === 'kvm') a.push('-cpu', 'host');
   a.push('-smp', String(spec.vcpus), '-m', `${spec.memoryBytes / (1024 * 1024)}M`);
   a.push('-pidfile', p.pidfile, '-qmp', `unix:${p.qmp},server=on,wait=off`);
@@ -74,15 +86,15 @@ export function buildQemuArgv(spec: VmSpec, ctx: LaunchContext): string[] {
   if (spec.firmware === 'uefi') {
     if (!ctx.uefi) throw new Error('uefi firmware needs ctx.uefi (OVMF code and vars paths)');
     a.push('-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${ctx.uefi.codePath}`);
-    a.push('-drive', `if=pflash,format=raw,unit=1,file=${ctx.uefi.varsPath}`);
+    a.push('-drive', `if=pflash,format=raw,unit=1,file=${file(ctx.uefi.varsPath)}`);
   }
   if (ctx.runAs) a.push('-runas', ctx.runAs);
 
   const boot = bootIndexes(spec);
   if ('kernel' in spec.boot) {
     const k = spec.boot.kernel;
-    a.push('-kernel', k.kernel);
-    if (k.initrd) a.push('-initrd', k.initrd);
+    a.push('-kernel', file(k.kernel));
+    if (k.initrd) a.push('-initrd', file(k.initrd));
     if (k.cmdline) a.push('-append', k.cmdline);
   }
 
@@ -115,7 +127,7 @@ export function buildQemuArgv(spec: VmSpec, ctx: LaunchContext): string[] {
           driver: 'raw',
           'node-name': qemuIds.cdromNode(c.id),
           'read-only': true,
-          file: { driver: 'file', filename: c.iso, 'read-only': true },
+          file: { driver: 'file', filename: file(c.iso), 'read-only': true },
         }),
       );
       dev += `,drive=${qemuIds.cdromNode(c.id)}`;
@@ -159,7 +171,7 @@ function diskBlockdev(d: DiskSpec, ctx: LaunchContext): Record<string, unknown> 
     driver: d.source.kind,
     'node-name': node,
     'read-only': d.readOnly,
-    file: { driver: 'file', filename: d.source.path, 'read-only': d.readOnly },
+    file: { driver: 'file', filename: ctx.files?.[d.source.path] ?? d.source.path, 'read-only': d.readOnly },
   };
 }
 

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { TestDaemon } from '../helpers/daemon.js';
 import { run, waitFor } from '../../src/core/process.js';
 import { parseProbeLine } from '../../src/host/images/probes.js';
+import { DEFAULT_VM_USERS } from '../../src/host/confine/vm-users.js';
 
 interface Image {
   name: string;
@@ -179,9 +180,12 @@ test('nothing under the data dir is readable by other users after the tour; a re
   const vmDir = join(d.dataDir, 'pools', 'default', 'vms', id);
   const seedIso = (await readdir(vmDir)).find((n) => n.endsWith('.iso'));
   assert.ok(seedIso, `a seed ISO in ${vmDir}`);
-  for (const f of [join(d.dataDir, 'token'), join(vmDir, seedIso), join(d.dataDir, 'run', id, 'serial.log')])
+  for (const f of [join(d.dataDir, 'token'), join(vmDir, seedIso), join(d.dataDir, 'run', id, 'q', 'serial.log')])
     assert.equal(await mode(f), '600', f);
-  assert.equal(await mode(join(d.dataDir, 'run', id)), '700');
+  // The way to a VM's run dir is for the VMs' shared group only; its q/ is its QEMU's alone.
+  assert.equal(await mode(join(d.dataDir, 'run', id)), '710');
+  assert.equal(await mode(join(d.dataDir, 'run', id, 'q')), '770');
+  assert.equal((await stat(d.dataDir)).gid, DEFAULT_VM_USERS.first);
 
   // Opened up by hand (or by an older version): the next start takes it back.
   await chmod(d.dataDir, 0o755);
@@ -192,7 +196,7 @@ test('nothing under the data dir is readable by other users after the tour; a re
   await d.startProcess();
   assert.equal(await world(), '', 'after the restart');
   assert.equal(await mode(join(d.dataDir, 'token')), '600');
-  assert.equal(await mode(d.dataDir), '711', 'search only, for QEMU on its way to its run dir');
+  assert.equal(await mode(d.dataDir), '710', "search only, for the VMs' group on the way to their run dirs");
   const vm = await d.json<{ state: string }>(['vm', 'show', 'seeded']);
   assert.equal(vm.state, 'running', 'the VM was taken over, not disturbed');
   await d.json(['vm', 'delete', 'seeded', '--force', 'true']);

@@ -40,7 +40,7 @@ async function guestIp(d: TestDaemon, vmId: string): Promise<string> {
   return waitFor(
     'guest FD-IP line',
     async () => {
-      const text = await readFile(join(d.dataDir, 'run', vmId, 'serial.log'), 'latin1').catch(() => '');
+      const text = await readFile(join(d.dataDir, 'run', vmId, 'q', 'serial.log'), 'latin1').catch(() => '');
       for (const l of text.split('\n')) {
         const ev = parseProbeLine(l);
         if (ev?.kind === 'ip') return ev.address;

@@ -40,7 +40,7 @@ export async function labQemuHosts(lab: Lab, id: string): Promise<string[]> {
 /** The probe lines the tiny guest of VM `id` printed on `host` (its serial log there). */
 export async function labSerial(lab: Lab, host: string, id: string): Promise<string[]> {
   const h = lab.state.hosts.find((x) => x.name === host)!;
-  const text = await readFile(`${h.dataDir}/run/${id}/serial.log`, 'latin1').catch(() => '');
+  const text = await readFile(`${h.dataDir}/run/${id}/q/serial.log`, 'latin1').catch(() => '');
   return text.split(/\r?\n/);
 }
 

@@ -18,6 +18,7 @@ import { findProcessesMentioning } from '../../src/host/proc-scan.js';
 import { linkExists, tapName } from '../../src/host/tap.js';
 import { createVhd } from '../../src/disk/vhd/create.js';
 import { heartbeatAbove, heartbeatSpec, lastHeartbeat, nextEvent, testHost, type TestHost } from './helpers.js';
+import { DEFAULT_VM_USERS } from '../../src/host/confine/vm-users.js';
 
 let host: TestHost;
 before(async () => {
@@ -32,8 +33,9 @@ test('start, heartbeat, pause freezes the guest, resume continues it, state come
   const spec = await heartbeatSpec(host, 'pr');
   const st = await r.start(spec);
   assert.equal(st.state, 'running');
-  const uid = /^Uid:\s+(\d+)/m.exec(await readFile(`/proc/${st.pid}/status`, 'utf8'))![1];
-  assert.equal(uid, '65534', 'QEMU runs as nobody');
+  const uid = Number(/^Uid:\s+(\d+)/m.exec(await readFile(`/proc/${st.pid}/status`, 'utf8'))![1]);
+  const range = DEFAULT_VM_USERS;
+  assert.ok(uid > range.first && uid <= range.first + 2 * range.count, `QEMU runs as a VM user (uid ${uid})`);
   await heartbeatAbove(r, 'pr', 2);
 
   const paused = nextEvent(r, (e) => e.vm === 'pr' && e.type === 'paused');

@@ -13,6 +13,7 @@ import { screendump } from '../../qemu/screendump.js';
 import type { VmSpecInput } from '../../qemu/spec.js';
 import { VmRunner, type VmEvent, type VmStatus as RunnerStatus } from '../../host/runner.js';
 import { tapName } from '../../host/tap.js';
+import type { VmUserRange } from '../../host/confine/vm-users.js';
 import type { DiskRecord, ImageRecord, NetworkRecord, VmRecord } from '../state/model.js';
 import type { Runtime, RuntimeStatus, VmStats } from './runtime.js';
 import type { Store } from '../state/store.js';
@@ -68,6 +69,8 @@ export async function createLocalRuntime(o: {
   dataDir: string;
   log: Logger;
   store: Store;
+  /** The reserved ids of the VMs' own users (DATA_DIR/config.json). */
+  vmUsers?: VmUserRange;
 }): Promise<{ runtime: Runtime; accel: string }> {
   const verdict = await detectAccel({ dataDir: o.dataDir });
   o.log.info('accelerator', { accel: verdict.accel, reason: verdict.reason });
@@ -76,6 +79,7 @@ export async function createLocalRuntime(o: {
     runDir: join(o.dataDir, 'run'),
     log: o.log.child({ part: 'runner' }),
     accel: verdict.accel,
+    ...(o.vmUsers ? { confine: { users: o.vmUsers } } : {}),
   });
 
   async function compile(vm: VmRecord, diskPaths?: Record<string, string>): Promise<VmSpecInput> {
@@ -208,8 +212,9 @@ export async function createLocalRuntime(o: {
     },
     async screenshot(id) {
       // QEMU writes the file: into the run dir, under a name no other call uses.
+      // In QEMU's own directory: QEMU writes the file as its VM's user.
       const file = join(
-        runner.paths(id).dir,
+        runner.paths(id).qemuDir,
         `screen-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.png`,
       );
       try {

@@ -1,5 +1,8 @@
 /** Ending a VM's processes and recording how it ended. */
 import { readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { removeVmCgroup } from '../confine/cgroups.js';
+import { releaseVmUsers } from '../confine/vm-users.js';
 import { isRunning, signalIdentity, terminate, waitGone } from '../pidfile.js';
 import { findProcessesMentioning } from '../proc-scan.js';
 import { qemuStderrTail } from '../qemu-process.js';
@@ -26,6 +29,9 @@ export async function teardown(d: VmDir, record: VmRecord | undefined): Promise<
   for (const p of await findProcessesMentioning(d.dir + '/')) await terminate(p, 5000);
   for (const t of record?.taps ?? []) await deleteTap(t.tap);
   await clearRuntime(d, record);
+  // The VM's users and cgroup go back once nothing of it runs.
+  await removeVmCgroup(record?.confine?.cgroup);
+  if (record?.confine) await releaseVmUsers(record.confine.claim, dirname(d.dir), d.name);
 }
 
 export async function exitRecordOf(att: Attached, reason: ExitReason, noticedLate = false): Promise<ExitRecord> {

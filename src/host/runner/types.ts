@@ -5,6 +5,8 @@ import type { Accel } from '../../qemu/argv.js';
 import type { QmpClient } from '../../qemu/qmp.js';
 import type { VmSpec } from '../../qemu/spec.js';
 import type { ExitReason, ExitRecord, VmDir, VmRecord } from '../run-dir.js';
+import type { CgroupKind } from '../confine/cgroups.js';
+import type { VmUserRange } from '../confine/vm-users.js';
 
 export const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
 export const OVMF_VARS_TEMPLATE = '/usr/share/OVMF/OVMF_VARS_4M.fd';
@@ -83,6 +85,11 @@ export interface VmRunnerOptions {
    * can reach the run dir, else our own user. null: never switch.
    */
   qemuUser?: string | null | 'auto';
+  /**
+   * Per-VM users and cgroups (host/confine), the default under 'auto' as root. false: off
+   * (QEMU drops to `nobody` as before); users: the reserved id range; cgroups: force a backend.
+   */
+  confine?: false | { users?: VmUserRange; cgroups?: CgroupKind };
   /** Restarts allowed within `restartWindowMs` before the policy gives up (default 5 in 10 min). */
   maxRestarts?: number;
   restartWindowMs?: number;
