@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { waitFor } from '../../src/core/process.js';
 import { createDifferencingVhd } from '../../src/disk/vhd/create.js';
-import { buildTinyImage, tinyImagePaths, TINY_CMDLINE } from '../../src/host/images/tiny.js';
+import { buildTinyImage, tinyImagePaths, TINY_CMDLINE, withProbes } from '../../src/host/images/tiny.js';
 import type { VmRunner } from '../../src/host/runner.js';
 import { writtenRanges } from '../../src/host/scan/changed.js';
 import { takeBaseline, verifyBaseline } from '../../src/host/scan/integrity.js';
@@ -57,7 +57,7 @@ before(async () => {
   stateDir = join(work, 'state');
   db = await eicarDatabase(join(work, 'db'));
   const cached = tinyImagePaths();
-  img = existsSync(cached.manifest) ? { ...cached, cmdline: TINY_CMDLINE } : await buildTinyImage();
+  img = withProbes(existsSync(cached.manifest) ? { ...cached, cmdline: TINY_CMDLINE } : await buildTinyImage());
 });
 after(async () => {
   await cleanupViews(stateDir).catch(() => undefined);
