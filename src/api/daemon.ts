@@ -4,6 +4,7 @@
  * apart from the store and the data dir: it can be SIGKILLed and restarted at any time; VMs,
  * their vdisk processes and the embedded etcd keep running and are taken over again.
  */
+import { cleanupViews, scanStateDir } from '../host/scan/view.js';
 import { mkdir, readFile, chmod, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -109,6 +110,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       count: repaired.changed.length,
       first: repaired.changed.slice(0, 10).map((c) => `${c.path} ${c.from.toString(8)} -> ${c.to.toString(8)}`),
     });
+  // mounts, loop devices and processes of scans a killed daemon left behind
+  await cleanupViews(scanStateDir(dataDir));
   // cluster.json (written by cluster init/join) supplies what the command line leaves out.
   const cluster = await loadClusterConfig(dataDir);
   const { host: listenHost, port } = parseListen(opts.listen ?? cluster?.listen ?? `127.0.0.1:${DEFAULT_PORT}`);

@@ -161,12 +161,19 @@ test('a port blocked by a group rule, rejected, then allowed again, while the gu
     action: 'drop',
     proto: 'tcp',
     ports: { from: TINY_ECHO_PORT, to: TINY_ECHO_PORT },
+    log: true,
   };
   await fw.apply(state(nic({ groups: ['web'] }), [block]));
   assert.equal(await echoProbe('peer'), 'timeout', 'dropped from the peer (bridged path)');
   assert.equal(await echoProbe('host'), 'timeout', 'dropped from the host (output path)');
   const hits = (await fw.counters())[0]!.rules.find((r) => r.ruleId === 'echo')!;
   assert.ok(hits.packets >= 2, `the rule's counter saw the dropped SYNs: ${JSON.stringify(hits)}`);
+  const log = (await run('dmesg', [])).stdout;
+  assert.match(
+    log,
+    new RegExp(`fdfw fwvm/lan echo drop .*DST=${guestIp.replaceAll('.', '\\.')}.*DPT=${TINY_ECHO_PORT}`),
+    'the drop was logged',
+  );
 
   await fw.apply(state(nic({ groups: ['web'] }), [{ ...block, action: 'reject' }]));
   assert.equal(await echoProbe('peer'), 'refused', 'rejected: the peer gets a reset');
@@ -216,6 +223,7 @@ test('a guest that changes its address or its MAC reaches nobody', async () => {
   assert.deepEqual(await ping(), { gw: false, peer: false }, `as ${spoofIp} it reaches nobody`);
   const spoofIpCount = (await fw.counters())[0]!.spoof.packets;
   assert.ok(spoofIpCount > spoofBefore, 'anti-spoofing counted the frames');
+  assert.match((await run('dmesg', [])).stdout, /fdfw fwvm\/lan spoof /, 'spoofed frames were logged');
   await shell.run(`ip addr del ${spoofIp}/24 dev eth0; ip addr add ${guestIp}/24 dev eth0; ip neigh flush all`);
   assert.deepEqual(await ping(), { gw: true, peer: true }, 'back on its own address it reaches both');
 
