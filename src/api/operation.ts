@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import type { TaskHandle, TaskTarget } from '../cluster/state/tasks.js';
 import type { Services } from './services.js';
+import type { TokenRecord } from '../cluster/state/tokens.js';
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 export type Permission = 'read' | 'write' | 'admin';
@@ -14,6 +15,8 @@ export interface OpContext {
   svc: Services;
   /** Name of the token the caller used. */
   caller: string;
+  /** Its role (operations whose permission depends on the input check it). */
+  role: TokenRecord['role'];
 }
 
 export interface TaskPlan {

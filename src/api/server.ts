@@ -3,12 +3,16 @@
  * every call, JSON errors with stable codes, the OpenAPI document, Server-Sent Events and
  * Prometheus metrics. Listens on localhost unless told otherwise (then with TLS).
  */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { FdError } from '../core/errors.js';
+import { logContext } from '../core/log.js';
 import type { TokenRecord } from '../cluster/state/tokens.js';
 import { badInput, toErrorReply } from './errors.js';
 import { inputInQuery, type Operation, type Permission } from './operation.js';
-import { buildOpenApi, docsPage } from './openapi.js';
+import { buildOpenApi } from './openapi.js';
+import { registerDocs } from './docs.js';
 import type { Services } from './services.js';
 import { registerEvents } from './events.js';
 import { Metrics, registerMetrics } from './metrics.js';
@@ -40,6 +44,12 @@ export interface ServerOptions {
   webRoot?: string;
 }
 
+/** A client's X-Request-Id when it is a sane token (so logs of both sides match), else a new one. */
+function requestId(req: IncomingMessage): string {
+  const h = req.headers['x-request-id'];
+  return typeof h === 'string' && /^[A-Za-z0-9._:-]{1,64}$/.test(h) ? h : randomUUID();
+}
+
 export async function authenticate(svc: Services, req: FastifyRequest): Promise<TokenRecord> {
   // Only a header: a token in a URL ends up in logs and history (browsers' WebSockets use
   // console tickets instead, see console-tickets.ts).
@@ -65,6 +75,7 @@ export async function createServer(
 ): Promise<FastifyInstance> {
   const app = Fastify({
     logger: false,
+    genReqId: requestId,
     bodyLimit: 4 * 1024 * 1024,
     ...(opts.tls ? { https: { key: opts.tls.key, cert: opts.tls.cert } } : {}),
   }) as unknown as FastifyInstance;
@@ -86,8 +97,17 @@ export async function createServer(
       },
     });
   });
+  // Every line logged while a request is handled (and by the tasks it starts) names it.
+  app.addHook('onRequest', (req, reply, done) => {
+    void reply.header('x-request-id', req.id);
+    logContext.run({ reqId: req.id }, done);
+  });
   app.addHook('onResponse', async (req, reply) => {
-    metrics.observeRequest(req.routeOptions.url ?? 'unknown', req.method, reply.statusCode, reply.elapsedTime);
+    const route = req.routeOptions.url ?? 'unknown';
+    metrics.observeRequest(route, req.method, reply.statusCode, reply.elapsedTime);
+    const line = { method: req.method, route, status: reply.statusCode, ms: Math.round(reply.elapsedTime) };
+    if (reply.statusCode >= 500) svc.log.warn('request failed', line);
+    else svc.log.debug('request', line);
   });
 
   const requireAuth = async (req: FastifyRequest, perm: Permission): Promise<TokenRecord> => {
@@ -127,7 +147,7 @@ export async function createServer(
         };
         const parsed = op.input.safeParse(raw);
         if (!parsed.success) throw badInput(parsed.error.issues);
-        const ctx = { svc, caller: caller.name };
+        const ctx = { svc, caller: caller.name, role: caller.role };
         const route = op.route ? await op.route(ctx, parsed.data) : undefined;
         if (route && route.host !== svc.hostName) {
           if (req.headers['x-flightdeck-forwarded-by']) {
@@ -161,7 +181,7 @@ export async function createServer(
 
   const openapi = buildOpenApi(ops, svc.version);
   app.get('/api/v1/openapi.json', async () => openapi);
-  app.get('/api/docs', async (_req, reply) => reply.type('text/html').send(docsPage()));
+  registerDocs(app);
   app.get('/api/v1/health', async () => ({ ok: true, host: svc.hostName, version: svc.version }));
   registerEvents(app, svc, requireAuth);
   registerMetrics(app, svc, metrics, requireAuth);

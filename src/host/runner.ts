@@ -15,7 +15,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { copyFile, mkdir, open, readFile, rename, unlink, chmod } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, unlink, chmod, chown } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { FdError, isErrno, isFdError } from '../core/errors.js';
@@ -48,6 +48,7 @@ import {
 import { tinyImagePaths } from './images/tiny.js';
 import { createTap, deleteTap, tapName } from './tap.js';
 import { startVdisk, stopVdisk } from './vdisk-process.js';
+import { copyPrivate } from './private-files.js';
 
 export const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
 export const OVMF_VARS_TEMPLATE = '/usr/share/OVMF/OVMF_VARS_4M.fd';
@@ -415,7 +416,9 @@ export class VmRunner extends EventEmitter {
     const accel = await this.accel();
     const runAs = this.runAs();
     await mkdir(d.dir, { recursive: true });
-    await chmod(d.dir, 0o711); // QEMU as an unprivileged user must reach its vdisk sockets
+    // Private to the VM: QEMU after its drop reconnects to the vdisk sockets and writes here.
+    if (runAs) await chown(d.dir, runAs.uid, runAs.gid);
+    await chmod(d.dir, 0o700);
     await unlink(d.exit).catch((err: unknown) => {
       if (!isErrno(err, 'ENOENT')) throw err;
     });
@@ -520,7 +523,7 @@ export class VmRunner extends EventEmitter {
     const path = join(dir, 'OVMF_VARS.fd');
     if (!existsSync(path)) {
       await mkdir(dir, { recursive: true });
-      await copyFile(OVMF_VARS_TEMPLATE, `${path}.tmp`);
+      await copyPrivate(OVMF_VARS_TEMPLATE, `${path}.tmp`);
       await rename(`${path}.tmp`, path);
     }
     return path;

@@ -16,7 +16,13 @@ import { createDifferencingVhd } from '../../src/disk/vhd/create.js';
 import { HostFirewall } from '../../src/host/firewall/engine.js';
 import type { FirewallState, NicFirewall, FirewallRule } from '../../src/host/firewall/model.js';
 import { parseProbeLine } from '../../src/host/images/probes.js';
-import { buildTinyImage, tinyImagePaths, TINY_CMDLINE, TINY_ECHO_PORT } from '../../src/host/images/tiny.js';
+import {
+  buildTinyImage,
+  tinyImagePaths,
+  TINY_CMDLINE,
+  TINY_ECHO_PORT,
+  withProbes,
+} from '../../src/host/images/tiny.js';
 import { HostNetworks } from '../../src/host/network.js';
 import { tapName } from '../../src/host/tap.js';
 import type { VmRunner } from '../../src/host/runner.js';
@@ -88,7 +94,7 @@ const qemuPid = async (): Promise<number> => Number((await readFile(runner.paths
 before(async () => {
   host = await testHost();
   const cached = tinyImagePaths();
-  const img = existsSync(cached.manifest) ? { ...cached, cmdline: TINY_CMDLINE } : await buildTinyImage();
+  const img = withProbes(existsSync(cached.manifest) ? { ...cached, cmdline: TINY_CMDLINE } : await buildTinyImage());
   nets = new HostNetworks({ dataDir: host.dataDir });
   await nets.ensure({
     name: `fwnet-${tag}`,

@@ -35,13 +35,14 @@ export const catalogOperations = [
     input: z.strictObject({
       name: z.literal('tiny').describe('which built-in image (tiny)'),
       force: flag('rebuild even if cached'),
+      probes: flag('boot it with the console probes on (heartbeat, counter, echo: for tests and benchmarks)'),
     }),
     permission: 'admin',
     cli: { noun: 'image', verb: 'build', args: ['name'] },
-    run: async ({ svc }, { name, force }) => ({
+    run: async ({ svc }, { name, force, probes }) => ({
       title: `build image ${name}`,
       target: { kind: 'image', id: name, name },
-      work: (t) => svc.agent.buildTinyImage(force, t),
+      work: (t) => svc.agent.buildTinyImage(force, t, probes),
     }),
   }),
   defineTaskOperation({

@@ -3,10 +3,12 @@
  * and `ovf export` (stopped VMs become an .ova there). The local `ovf inspect` and `ovf
  * validate` work on files without a daemon (src/cli/commands/ovf.ts).
  */
+import { join } from 'node:path';
 import { z } from 'zod';
+import { FdError } from '../../core/errors.js';
 import { Name } from '../../cluster/state/model.js';
 import { exportDirs, importDirs } from '../../host/host-config.js';
-import { checkExportTarget, checkImportSource } from '../../host/import-paths.js';
+import { checkExportTarget, checkImportSource, isInsideDir } from '../../host/import-paths.js';
 import { planExport, runExport } from '../../appliance/export.js';
 import { planImport, runImport, type ApplianceHost } from '../../appliance/import.js';
 import { defineTaskOperation, type OpContext, type Route } from '../operation.js';
@@ -29,6 +31,20 @@ const ownerOfFirst = async (ctx: OpContext, input: { vms: string[] }): Promise<R
   }
 };
 
+/**
+ * Where a caller may import an appliance from: what was uploaded (appliance-upload.ts) for
+ * anyone who may write; the host's import directories for an admin.
+ */
+async function applianceSources(ctx: OpContext, file: string): Promise<string[]> {
+  const uploads = join(ctx.svc.dataDir, 'appliances', 'uploads');
+  if (await isInsideDir(file, uploads)) return [uploads];
+  if (ctx.role !== 'admin')
+    throw new FdError('FD_FORBIDDEN', `token "${ctx.caller}" (${ctx.role}) may not import host files`, {
+      hint: 'upload the .ova (POST /api/v1/appliances/upload), or use an admin token',
+    });
+  return importDirs(ctx.svc.dataDir);
+}
+
 export const ovfOperations = [
   defineTaskOperation({
     name: 'ovf.import',
@@ -40,7 +56,7 @@ export const ovfOperations = [
         .min(1)
         .max(4096)
         .describe(
-          "absolute path of the .ova or .ovf on the daemon's host, in DATA_DIR/import or a configured importDirs",
+          "absolute path of the .ova or .ovf on the daemon's host: an upload, or (admin) in DATA_DIR/import or importDirs",
         ),
       name: Name.optional().describe('VM name (prefix of the VM names and the group name for a collection)'),
       // A plain boolean makes a bare --accept-eula flag on the CLI.
@@ -53,8 +69,8 @@ export const ovfOperations = [
         .describe('KEY=VALUE for a ProductSection property (repeat for more)'),
       deployment: z.string().min(1).max(256).optional().describe('deployment option (DeploymentOptionSection)'),
     }),
-    // Reading a host file is the host's administrator's call.
-    permission: 'admin',
+    // Uploads for anyone who may write; any other host file is the administrator's call.
+    permission: 'write',
     cli: {
       noun: 'ovf',
       verb: 'import',
@@ -64,7 +80,7 @@ export const ovfOperations = [
     run: async (ctx, input) => {
       const host = applianceHost(ctx);
       const allowed = async (): Promise<string> =>
-        checkImportSource(input.file, await importDirs(ctx.svc.dataDir), { notFound: 'FD_OVF_NOT_FOUND' });
+        checkImportSource(input.file, await applianceSources(ctx, input.file), { notFound: 'FD_OVF_NOT_FOUND' });
       await allowed();
       const plan = await planImport(host, {
         file: input.file,

@@ -1,4 +1,5 @@
 /** Operations on VMs: the lifecycle a Proxmox or Xen Orchestra user expects. */
+import { vmDetails } from './vm-details.js';
 import { z } from 'zod';
 import { FdError } from '../../core/errors.js';
 import { parseDurationMs } from '../../core/units.js';
@@ -128,7 +129,10 @@ export const vmOperations = [
     output: VmOut,
     permission: 'read',
     cli: { noun: 'vm', verb: 'show', args: ['id'] },
-    run: async ({ svc }, { id }) => summary(await svc.vms.get(id)),
+    run: async ({ svc }, { id }) => {
+      const vm = await svc.vms.get(id);
+      return { ...summary(vm), ...(await vmDetails(svc, vm)) };
+    },
   }),
   defineTaskOperation({
     name: 'vm.create',

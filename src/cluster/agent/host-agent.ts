@@ -1049,8 +1049,8 @@ export class HostAgent {
 
   // ---- images and disks, through the provisioner ----
 
-  buildTinyImage(force: boolean, t: TaskHandle): Promise<unknown> {
-    return this.o.provisioner.buildTinyImage(this.o.hostName, force, t);
+  buildTinyImage(force: boolean, t: TaskHandle, probes = false): Promise<unknown> {
+    return this.o.provisioner.buildTinyImage(this.o.hostName, force, t, probes);
   }
 
   importImage(name: string, file: string, t: TaskHandle, opts: { upload?: boolean } = {}): Promise<unknown> {

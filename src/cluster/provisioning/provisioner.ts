@@ -5,7 +5,7 @@
  * after the files exist, so a crash leaves at most an unreferenced directory that init()
  * sweeps away, never a record pointing at nothing.
  */
-import { copyFile, mkdir, readdir, rm, stat, writeFile, mkdtemp } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat, writeFile, mkdtemp } from 'node:fs/promises';
 import { join } from 'node:path';
 import { freemem, totalmem } from 'node:os';
 import { FdError } from '../../core/errors.js';
@@ -16,20 +16,18 @@ import { run } from '../../core/process.js';
 import { createVhd, createDifferencingVhd } from '../../disk/vhd/create.js';
 import { resizeVhd } from '../../disk/vhd/resize.js';
 import { diskInfo } from '../../disk/vhd/info.js';
-import { buildTinyImage, TINY_MIN_MEMORY_BYTES } from '../../host/images/tiny.js';
+import { buildTinyImage, TINY_MIN_MEMORY_BYTES, withProbes } from '../../host/images/tiny.js';
 import { importDirs } from '../../host/host-config.js';
 import { importImageFile } from '../../host/image-import.js';
 import { openImportSource } from '../../host/import-paths.js';
 import { bridgesAllowed, HostNetworks } from '../../host/network.js';
+import { chooseDefaultNetwork, claimNetwork } from '../../host/network-choice.js';
 import type { Catalog } from '../state/catalog.js';
 import type { DiskRecord, HostRecord, ImageRecord, NetworkRecord, VmRecord } from '../state/model.js';
 import type { Store } from '../state/store.js';
 import type { TaskHandle } from '../state/tasks.js';
 import { createHash } from 'node:crypto';
-
-/** The default NAT network of a host: guests get 10.88.0.x by DHCP and reach out through NAT. */
-export const DEFAULT_BRIDGE = 'fdbr0';
-export const DEFAULT_SUBNET = '10.88.0.0/24';
+import { copyPrivate } from '../../host/private-files.js';
 
 export interface VmCreateSpec {
   name: string;
@@ -73,10 +71,16 @@ export class Provisioner {
     await mkdir(join(this.poolDir, 'vms'), { recursive: true });
     await mkdir(this.imagesDir, { recursive: true });
     const createdAt = new Date().toISOString();
+    // The default network is chosen once (a free bridge and subnet: daemons run side by side)
+    // and recorded; an installation from before claims what it recorded.
+    const existing = (await this.o.store.get<NetworkRecord>('networks/default'))?.value;
     const net: NetworkRecord =
-      this.o.defaultNetwork === 'nat' && (await bridgesAllowed())
-        ? { name: 'default', kind: 'nat', bridge: DEFAULT_BRIDGE, cidr: DEFAULT_SUBNET, vni: null, createdAt }
-        : { name: 'default', kind: 'user', bridge: null, cidr: '10.0.2.0/24', vni: null, createdAt };
+      existing ??
+      (this.o.defaultNetwork === 'nat' && (await bridgesAllowed())
+        ? { name: 'default', kind: 'nat', ...(await chooseDefaultNetwork(this.o.dataDir)), vni: null, createdAt }
+        : { name: 'default', kind: 'user', bridge: null, cidr: '10.0.2.0/24', vni: null, createdAt });
+    if (existing?.kind === 'nat' && existing.bridge && existing.cidr)
+      await claimNetwork({ bridge: existing.bridge, cidr: existing.cidr }, this.o.dataDir);
     await this.o.store.create(`networks/default`, net);
     await this.ensureNetworks();
     await this.refreshClusterNetworks();
@@ -387,10 +391,11 @@ export class Provisioner {
     t.log('disks removed');
   }
 
-  async buildTinyImage(host: string, force: boolean, t: TaskHandle): Promise<ImageRecord> {
+  /** `probes`: VMs of the image boot with the console probes on (tests, benchmarks). */
+  async buildTinyImage(host: string, force: boolean, t: TaskHandle, probes = false): Promise<ImageRecord> {
     t.log('building the tiny image from Debian packages (cached after the first build)');
     const img = await buildTinyImage({ force, onProgress: (p) => t.progress(p) });
-    return this.registerTiny(img, host);
+    return this.registerTiny(probes ? withProbes(img) : img, host);
   }
 
   /** Copies a built tiny image into the data dir under its content key and records it. */
@@ -401,14 +406,14 @@ export class Provisioner {
     const base = join(this.imagesDir, `tiny-${img.key.slice(0, 12)}`);
     const disk = `${base}.vhd`;
     const existing = await this.o.store.get<ImageRecord>('images/tiny');
-    if (existing?.value.path === disk) return existing.value;
+    if (existing?.value.path === disk && existing.value.cmdline === img.cmdline) return existing.value;
     await mkdir(this.imagesDir, { recursive: true });
     for (const [from, to] of [
       [img.disk, disk],
       [img.kernel, `${base}.vmlinuz`],
       [img.initrd, `${base}.initrd`],
     ] as const) {
-      await produceFileAtomic(to, (tmp) => copyFile(from, tmp));
+      await produceFileAtomic(to, (tmp) => copyPrivate(from, tmp));
     }
     const rec: ImageRecord = {
       name: 'tiny',
