@@ -1,12 +1,12 @@
 /**
  * OVA upload for the web UI: `POST /api/v1/appliances/upload` with the .ova as an
  * application/octet-stream body. The bytes stream to a temp file under
- * DATA_DIR/import/.uploads (fsynced, then renamed: a broken upload never looks whole), and the
+ * DATA_DIR/appliances/uploads (fsynced, then renamed: a broken upload never looks whole), and the
  * answer is the package's inspection (virtual systems, properties, EULA texts), so the UI shows
  * the properties and the license before anything is created. Then
  * `POST /api/v1/appliances/uploads/{upload}/import` runs the `ovf.import` operation on that
- * file: the caller's own bytes, so an operator may (a path import reads any host file and
- * needs an admin). Uploads older than a day are swept.
+ * file (which lets anyone who may write import an upload: the caller's own bytes; a path
+ * import reads host files and needs an admin), and removes the upload once imported. Uploads older than a day are swept.
  */
 import { createWriteStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
@@ -27,7 +27,7 @@ import type { Services } from './services.js';
 
 const DAY_MS = 86_400_000;
 const UPLOAD_RE = /^[A-Za-z0-9_-]{12}$/;
-const uploadsDir = (dataDir: string): string => join(dataDir, 'import', '.uploads');
+const uploadsDir = (dataDir: string): string => join(dataDir, 'appliances', 'uploads');
 
 export function registerApplianceUpload(
   app: FastifyInstance,
@@ -87,7 +87,7 @@ export function registerApplianceUpload(
     const body = (req.body ?? {}) as Record<string, unknown>;
     const parsed = importOp.input.safeParse({ ...body, file });
     if (!parsed.success) throw badInput(parsed.error.issues);
-    const plan = await importOp.run({ svc, caller: caller.name }, parsed.data);
+    const plan = await importOp.run({ svc, caller: caller.name, role: caller.role }, parsed.data);
     const task = await svc.tasks.run(importOp.name, plan.title, plan.target, async (t) => {
       const out = await plan.work(t);
       await rm(file, { force: true });

@@ -228,6 +228,6 @@ test('OVA upload by an operator: inspected first, then imported; a broken packag
 
   const bad = await send(new TextEncoder().encode('not a tar archive at all'.repeat(100)));
   assert.ok(bad.status >= 400 && bad.status < 500, String(bad.status));
-  const left = await readdir(join(d.dataDir, 'import', '.uploads'));
+  const left = await readdir(join(d.dataDir, 'appliances', 'uploads'));
   assert.deepEqual(left, [], 'nothing of the broken upload is left');
 });

@@ -133,17 +133,19 @@ test('desktop: sign in, create, console, serial, stop', async () => {
   await page.getByRole('link', { name: '← webvm' }).click();
   await page.getByRole('link', { name: 'Serial' }).click();
   await page.getByRole('status').getByText('connected').waitFor({ timeout: 60_000 });
-  await waitFor(
-    'guest probes on the serial console',
-    async () => (/FD-/.test(await terminalText(page)) ? true : undefined),
-    {
-      timeoutMs: 120_000,
-      intervalMs: 300,
-    },
-  );
   const term = page.locator('[data-testid="serial-terminal"]');
   await term.click();
+  // The tiny guest's serial console: a login prompt (root, no password), then a shell.
   await page.keyboard.press('Enter');
+  await waitFor('the login prompt', async () => (/login:/.test(await terminalText(page)) ? true : undefined), {
+    timeoutMs: 120_000,
+    intervalMs: 300,
+  });
+  await page.keyboard.type('root\n');
+  await waitFor('a shell prompt', async () => (/#\s*$/.test((await terminalText(page)).trimEnd()) ? true : undefined), {
+    timeoutMs: 60_000,
+    intervalMs: 300,
+  });
   await page.keyboard.type('echo typed-$((6*7))\n');
   await waitFor(
     'the guest answers typed input',
