@@ -49,3 +49,10 @@ test('flags are plain; a literal true/false after one is still read as its value
   assert.deepEqual(foldFlagValues(['--memory', 'true'], opts), ['--memory', 'true'], 'a string option keeps its value');
   assert.deepEqual(foldFlagValues(['--', '--start', 'true'], opts), ['--', '--start', 'true'], 'nothing after --');
 });
+
+test('vm create --start is a plain flag in the help', () => {
+  const r = cli(['vm', 'create', '--help']);
+  assert.equal(r.status, 0);
+  assert.match(r.stdout, /^ {2}--start {2,}start it once created$/m);
+  assert.match(cli(['vm', 'delete', '--help']).stdout, /^ {2}--force {2,}\S/m);
+});

@@ -80,7 +80,7 @@ test('a VM created with --iso boots from the installer ISO', async () => {
   await copyFile(tiny.initrd!, join(root, 'initrd'));
   await writeFile(
     join(root, 'isolinux', 'isolinux.cfg'),
-    'SERIAL 0 115200\nDEFAULT fd\nPROMPT 0\nTIMEOUT 1\nLABEL fd\n  KERNEL /vmlinuz\n  APPEND initrd=/initrd console=ttyS0 root=/dev/vda fd.bootedfrom=iso\n',
+    'SERIAL 0 115200\nDEFAULT fd\nPROMPT 0\nTIMEOUT 1\nLABEL fd\n  KERNEL /vmlinuz\n  APPEND initrd=/initrd console=ttyS0 root=/dev/vda fd.probes=1 fd.bootedfrom=iso\n',
   );
   const iso = join(work, 'boot.iso');
   await run('xorriso', [

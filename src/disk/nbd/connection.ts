@@ -7,7 +7,7 @@
  * stop reading a client that does not read its replies.
  */
 import type { Socket } from 'node:net';
-import { TLSSocket, type SecureContext } from 'node:tls';
+import { createServer as createTlsServer, type TlsOptions, type TLSSocket } from 'node:tls';
 import type { ConnectionContext } from './export.js';
 import { Handshake } from './handshake.js';
 import { Inbound } from './inbound.js';
@@ -20,7 +20,8 @@ export type { ConnectionContext, NbdExport } from './export.js';
 
 /** TLS for NBD_OPT_STARTTLS: our certificate and the CA that client certificates must chain to. */
 export interface ConnectionTls {
-  context: SecureContext;
+  /** Certificate, key and CA (checked once when the server starts). */
+  options: Pick<TlsOptions, 'cert' | 'key' | 'ca' | 'minVersion'>;
   /** Refuse every option but STARTTLS until TLS is on. */
   required: boolean;
 }
@@ -203,31 +204,24 @@ export class NbdConnection {
     const raw = this.socket;
     raw.removeAllListeners('data');
     raw.removeAllListeners('drain');
-    const tls = new TLSSocket(raw, {
-      isServer: true,
-      secureContext: this.tls!.context,
-      requestCert: true,
-      rejectUnauthorized: true,
-    });
-    this.socket = tls;
-    this.replies.useSocket(tls);
-    tls.once('secure', () => {
-      if (!tls.authorized) {
-        this.ctx.log.warn('nbd client dropped', {
-          reason: `client certificate refused: ${String(tls.authorizationError)}`,
-        });
-        return this.destroy();
-      }
+    // A tls.Server that never listens, handed the socket as if it had accepted it: that is the
+    // path on which Node checks the client's certificate (and refuses one the CA did not sign).
+    const server = createTlsServer({ ...this.tls!.options, requestCert: true, rejectUnauthorized: true });
+    server.once('secureConnection', (tls: TLSSocket) => {
+      if (this.state === 'closed') return tls.destroy();
+      this.socket = tls;
+      this.replies.useSocket(tls);
+      this.listen(tls);
       this.ctx.log.debug('nbd client on TLS', { peer: tls.getPeerCertificate().subject?.CN });
       this.handshake!.secure = true;
       this.state = 'options';
       this.safeParse();
     });
-    tls.on('error', (err) => {
+    server.once('tlsClientError', (err: Error) => {
       this.ctx.log.warn('nbd client dropped', { reason: `TLS: ${err.message}` });
       this.destroy();
     });
-    this.listen(tls);
+    server.emit('connection', raw);
   }
 
   /** Parses one request if it is all here; returns false when parsing must wait. */

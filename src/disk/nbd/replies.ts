@@ -9,6 +9,8 @@ import type { Request } from './requests.js';
 import * as P from './protocol.js';
 
 const EAGER_SEND_BYTES = 32 * 1024;
+/** Chunk payloads up to this size are copied behind their header instead of written apart. */
+const SMALL_CHUNK_BYTES = 4096;
 /** Replies queued for a client that does not read them: past this we stop taking requests. */
 const MAX_QUEUED_REPLY_BYTES = 64 * 1024 * 1024;
 /** Zeros sent for holes to clients that cannot take a hole chunk; never written to. */
@@ -49,10 +51,13 @@ export class ReplyWriter {
   }
 
   chunk(req: Request, flags: number, type: number, payload: Buffer | null): void {
-    const h = Buffer.allocUnsafe(P.CHUNK_HEADER_SIZE);
-    writeChunkHeader(h, req, flags, type, payload ? payload.length : 0);
+    const n = payload ? payload.length : 0;
+    // Small chunks (holes, block status, errors) go out as one buffer: one socket write each.
+    const h = Buffer.allocUnsafe(P.CHUNK_HEADER_SIZE + (n <= SMALL_CHUNK_BYTES ? n : 0));
+    writeChunkHeader(h, req, flags, type, n);
+    if (payload && n <= SMALL_CHUNK_BYTES) payload.copy(h, P.CHUNK_HEADER_SIZE);
     this.write(h);
-    if (payload) this.write(payload);
+    if (payload && n > SMALL_CHUNK_BYTES) this.write(payload);
   }
 
   data(req: Request, flags: number, offset: number, data: Buffer | null, length = data?.length ?? 0): void {

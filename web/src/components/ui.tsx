@@ -1,6 +1,6 @@
 // Small shared pieces: the API error box, a modal dialog (native <dialog>: focus trap and Esc
 // for free), task progress with rate and ETA, and the state badge.
-import { useEffect, useRef, type ReactNode } from 'react';
+import { cloneElement, useEffect, useId, useRef, type ReactElement, type ReactNode } from 'react';
 import { ApiError, fmtBytes, fmtDuration } from '../api';
 import type { Progress, Task, VmState } from '../types';
 
@@ -77,12 +77,17 @@ export function StateBadge({ state }: { state: VmState }) {
   return <span className={`badge state-${state}`}>{state}</span>;
 }
 
-export function Field({ label, children, help }: { label: string; children: ReactNode; help?: string }) {
+export function Field({ label, children, help }: { label: string; children: ReactElement; help?: string }) {
+  // The help text describes the control without becoming part of its name.
+  const id = useId();
   return (
-    <label className="field">
-      <span>{label}</span>
-      {children}
-      {help && <small>{help}</small>}
-    </label>
+    <div className="field">
+      <label htmlFor={id}>{label}</label>
+      {cloneElement(children as ReactElement<Record<string, unknown>>, {
+        id,
+        ...(help ? { 'aria-describedby': `${id}-help` } : {}),
+      })}
+      {help && <small id={`${id}-help`}>{help}</small>}
+    </div>
   );
 }

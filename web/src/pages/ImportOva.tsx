@@ -8,7 +8,7 @@ import { useTaskCall } from '../queries';
 import { ErrorBox, Field } from '../components/ui';
 
 interface Inspected {
-  file: string;
+  upload: string;
   eulas: string[];
   configurations: string[];
   systems: {
@@ -81,9 +81,8 @@ export function ImportOva() {
             call.mutate(
               {
                 method: 'POST',
-                path: '/appliances/actions/import',
+                path: `/appliances/uploads/${pkg.upload}/import`,
                 body: {
-                  file: pkg.file,
                   ...(name ? { name } : {}),
                   acceptEula: accept,
                   prop: Object.entries(props).map(([k, v]) => `${k}=${v}`),

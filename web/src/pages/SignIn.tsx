@@ -1,6 +1,6 @@
 import { useState, type FormEvent } from 'react';
 import { useSession } from '../session';
-import { ErrorBox } from '../components/ui';
+import { ErrorBox, Field } from '../components/ui';
 
 export function SignIn() {
   const { signIn, error, checking } = useSession();
@@ -13,8 +13,10 @@ export function SignIn() {
     <main className="signin">
       <h1>flightdeck</h1>
       <form onSubmit={submit} aria-label="Sign in">
-        <label className="field">
-          <span>API token</span>
+        <Field
+          label="API token"
+          help="The daemon's admin token is in DATA_DIR/token; make others with flightdeck token create. It is kept in this tab only."
+        >
           <input
             type="password"
             autoComplete="current-password"
@@ -23,11 +25,7 @@ export function SignIn() {
             placeholder="fd_…"
             required
           />
-          <small>
-            The daemon&apos;s admin token is in DATA_DIR/token; make others with <code>flightdeck token create</code>.
-            It is kept in this tab only.
-          </small>
-        </label>
+        </Field>
         <button type="submit" className="primary" disabled={checking}>
           Sign in
         </button>

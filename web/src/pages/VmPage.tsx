@@ -84,7 +84,7 @@ export function VmPage({ name }: { name: string }) {
               </button>
             ))}
           {can('write') && (
-            <Link href={`/vms/${encodeURIComponent(vm.name)}/console`} className="button primary" aria-disabled={!live}>
+            <Link href={`/vms/${encodeURIComponent(vm.name)}/console`} className="button primary">
               Console
             </Link>
           )}
@@ -133,7 +133,7 @@ export function VmPage({ name }: { name: string }) {
               <dt>Host</dt>
               <dd>{vm.host}</dd>
               <dt>Uptime</dt>
-              <dd>{live && vm.since ? fmtDuration((now - Date.parse(vm.since)) / 1000) : '—'}</dd>
+              <dd>{live && vm.since ? fmtDuration(Math.max(0, now - Date.parse(vm.since)) / 1000) : '—'}</dd>
               <dt>IP addresses</dt>
               <dd>{vm.nics.map((n) => n.ip ?? `DHCP on ${n.network}`).join(', ') || 'no NIC'}</dd>
               <dt>CPUs / memory</dt>

@@ -6,7 +6,7 @@ for dev in /sys/class/net/*; do
   ifname=${dev##*/}
   [ "$ifname" = lo ] && continue
   addr=$(ip -4 -o addr show dev "$ifname" 2>/dev/null | awk '{ print $4; exit }')
-  echo "  $ifname: ${addr:-no address} ($(cat "$dev/address"))"
+  echo "  $ifname: ${addr:-no address yet} ($(cat "$dev/address"))"
 done
 echo
 echo "  Log in as root (no password). Try: ip addr, ping -c 3 <gateway>, free -m, poweroff."
