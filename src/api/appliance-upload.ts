@@ -24,6 +24,7 @@ import { type Permission, type TaskOperation } from './operation.js';
 import { badInput } from './errors.js';
 import { ovfOperations } from './operations/ovf.js';
 import type { Services } from './services.js';
+import { actorOf } from './audit-hook.js';
 
 const DAY_MS = 86_400_000;
 const UPLOAD_RE = /^[A-Za-z0-9_-]{12}$/;
@@ -88,11 +89,18 @@ export function registerApplianceUpload(
     const parsed = importOp.input.safeParse({ ...body, file });
     if (!parsed.success) throw badInput(parsed.error.issues);
     const plan = await importOp.run({ svc, caller: caller.name, role: caller.role }, parsed.data);
-    const task = await svc.tasks.run(importOp.name, plan.title, plan.target, async (t) => {
-      const out = await plan.work(t);
-      await rm(file, { force: true });
-      return out;
-    });
+    const task = await svc.tasks.run(
+      importOp.name,
+      plan.title,
+      plan.target,
+      async (t) => {
+        const out = await plan.work(t);
+        await rm(file, { force: true });
+        return out;
+      },
+      { by: actorOf(req, caller) },
+    );
+    req.audit = { operation: importOp.name, task: task.id, ...(plan.target ? { target: plan.target } : {}) };
     void reply.header('Location', `/api/v1/tasks/${task.id}`);
     return reply.status(202).send(task);
   });

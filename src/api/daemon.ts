@@ -25,6 +25,7 @@ import { Provisioner } from '../cluster/provisioning/provisioner.js';
 import { createServer } from './server.js';
 import { repairDataDir, usePrivateUmask } from '../host/private-files.js';
 import { loadHostConfig } from '../host/host-config.js';
+import { AuditLog } from '../cluster/state/audit.js';
 import { LeaderElection } from '../cluster/clustering/leader.js';
 import { FailoverController } from '../cluster/clustering/failover.js';
 import { localFirst } from '../cluster/clustering/endpoints.js';
@@ -172,6 +173,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const tasks = new TaskManager(store, hostName, log);
   await tasks.init();
   const history = new MetricsHistory(() => agent.stats(), log.child({ part: 'metrics' }));
+  const audit = new AuditLog(store, hostName, log.child({ part: 'audit' }));
+  audit.start();
   const svc: Services = {
     hostName,
     dataDir,
@@ -185,6 +188,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     agent,
     leader,
     history,
+    audit,
     log,
   };
   const app = await createServer(svc, operations, tls ? { tls } : {});
@@ -227,6 +231,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     async close(closeOpts = {}) {
       supervising = false;
       failover.stop();
+      audit.stop();
       await history.stop();
       await leader.stop();
       await app.close();

@@ -25,6 +25,7 @@ import { registerScreenshot, vncChannel } from './vnc.js';
 import { registerSession } from './session.js';
 import { registerWebUi } from './web-ui.js';
 import { registerApplianceUpload } from './appliance-upload.js';
+import { actorOf, noteAuditError, registerAudit, targetOfRoute } from './audit-hook.js';
 
 const ALLOWED: Record<TokenRecord['role'], Permission[]> = {
   admin: ['read', 'write', 'admin'],
@@ -81,8 +82,9 @@ export async function createServer(
   }) as unknown as FastifyInstance;
   const metrics = new Metrics();
 
-  app.setErrorHandler((err, _req, reply) => {
+  app.setErrorHandler((err, req, reply) => {
     const r = toErrorReply(err);
+    noteAuditError(req, r.body.error.code);
     if (r.bug) svc.log.error('request failed with a bug', { err: String((err as Error).stack ?? err) });
     void reply.status(r.status).send(r.body);
   });
@@ -110,8 +112,11 @@ export async function createServer(
     else svc.log.debug('request', line);
   });
 
+  registerAudit(app, svc);
+
   const requireAuth = async (req: FastifyRequest, perm: Permission): Promise<TokenRecord> => {
     const rec = await authenticate(svc, req);
+    req.caller = rec; // known even when refused below: the audit record names it
     if (!ALLOWED[rec.role].includes(perm)) {
       throw new FdError('FD_FORBIDDEN', `token "${rec.name}" (${rec.role}) may not do this (${perm})`, {
         hint: 'use a token with a stronger role',
@@ -127,6 +132,7 @@ export async function createServer(
       method: op.http.method,
       url,
       handler: async (req: FastifyRequest, reply: FastifyReply) => {
+        req.audit = { operation: op.name, target: targetOfRoute(op.http.path, req.params) };
         const caller = await requireAuth(req, op.permission);
         const query = { ...(req.query as Record<string, unknown>) };
         const wait = query['wait'] === 'true' || query['wait'] === '1';
@@ -171,7 +177,10 @@ export async function createServer(
           return reply.status(op.status ?? 200).send(out ?? null);
         }
         const plan = await op.run(ctx, parsed.data);
-        const task = await svc.tasks.run(op.name, plan.title, plan.target, (t) => plan.work(t));
+        const task = await svc.tasks.run(op.name, plan.title, plan.target, (t) => plan.work(t), {
+          by: actorOf(req, caller),
+        });
+        req.audit = { ...req.audit, task: task.id, ...(plan.target ? { target: plan.target } : {}) };
         void reply.header('Location', `/api/v1/tasks/${task.id}`);
         if (wait) return reply.status(200).send(await svc.tasks.wait(task.id));
         return reply.status(202).send(task);

@@ -8,6 +8,7 @@ import type { HostAgent } from '../cluster/agent/host-agent.js';
 import type { Catalog } from '../cluster/state/catalog.js';
 import type { LeaderElection } from '../cluster/clustering/leader.js';
 import type { MetricsHistory } from './metrics-history.js';
+import type { AuditLog } from '../cluster/state/audit.js';
 
 export interface Services {
   hostName: string;
@@ -24,5 +25,7 @@ export interface Services {
   leader: LeaderElection;
   /** The last hour of this host's and its VMs' load (the web UI's graphs). */
   history: MetricsHistory;
+  /** Who changed what (audit-hook.ts records every changing call). */
+  audit: AuditLog;
   log: Logger;
 }

@@ -16,6 +16,7 @@ import { NAME_RE } from '../core/ids.js';
 import type { TokenRecord } from '../cluster/state/tokens.js';
 import type { Permission } from './operation.js';
 import type { Services } from './services.js';
+import { actorOf } from './audit-hook.js';
 
 export function registerUpload(
   app: FastifyInstance,
@@ -24,7 +25,8 @@ export function registerUpload(
 ): void {
   app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
   app.post('/api/v1/images/:name/upload', { bodyLimit: 2 ** 42 }, async (req, reply) => {
-    await requireAuth(req, 'write');
+    req.audit = { operation: 'image.upload' };
+    const caller = await requireAuth(req, 'write');
     const name = (req.params as { name: string }).name;
     if (!NAME_RE.test(name)) {
       throw new FdError('FD_BAD_NAME', `image name "${name.slice(0, 80)}" is not allowed`, {
@@ -62,7 +64,9 @@ export function registerUpload(
           await rm(tmp, { force: true });
         }
       },
+      { by: actorOf(req, caller) },
     );
+    req.audit.task = task.id;
     void reply.header('Location', `/api/v1/tasks/${task.id}`);
     const wait = (req.query as Record<string, unknown>)['wait'];
     if (wait === 'true' || wait === '1') return reply.status(200).send(await svc.tasks.wait(task.id));

@@ -58,6 +58,20 @@ export function registerConsoleChannels(
       refuse(socket, new FdError('FD_ROUTE_NOT_FOUND', `no WebSocket at ${url.pathname}`, { status: 404 }));
       return;
     }
+    // Every console opened (or refused) is in the audit log, like every change.
+    const audit = (result: { status: number; code?: string }, who: string | null, vm?: VmView): void => {
+      const relayedBy = req.headers[FORWARDED];
+      void svc.audit.record({
+        tokenId: null,
+        tokenName: who,
+        role: null,
+        source: req.socket.remoteAddress ?? '',
+        ...(typeof relayedBy === 'string' ? { relayedBy } : {}),
+        operation: `console.${channel.name}`,
+        target: vm ? { kind: 'vm', id: vm.id, name: vm.name } : { kind: 'vm', ref: decodeURIComponent(m[1]!) },
+        result,
+      });
+    };
     void (async () => {
       try {
         const vm = await svc.vms.get(decodeURIComponent(m[1]!));
@@ -85,6 +99,7 @@ export function registerConsoleChannels(
           const upstream = await openUpstream(svc, vm, channel.name, await hostToken(), who);
           wss.handleUpgrade(req, socket, head, (ws) => {
             svc.log.info('console opened', { vm: vm.name, channel: channel.name, caller: who, via: vm.host });
+            audit({ status: 101 }, who, vm);
             pipeSockets(ws, upstream);
           });
           return;
@@ -104,6 +119,7 @@ export function registerConsoleChannels(
           );
         });
         wss.handleUpgrade(req, socket, head, (ws) => {
+          audit({ status: 101 }, who, vm);
           svc.log.info('console opened', {
             vm: vm.name,
             channel: channel.name,
@@ -117,6 +133,8 @@ export function registerConsoleChannels(
           ws.on('close', () => local.destroy());
         });
       } catch (err) {
+        const r = toErrorReply(err);
+        audit({ status: r.status, code: r.body.error.code }, null, undefined);
         refuse(socket, err);
       }
     })();

@@ -193,7 +193,11 @@ export async function main(rawArgv: string[]): Promise<number> {
     global: {
       dataDir: (parsed.values['data-dir'] as string | undefined) ?? process.env['FLIGHTDECK_DATA_DIR'],
       url: (parsed.values['url'] as string | undefined) ?? process.env['FLIGHTDECK_URL'],
-      token: (parsed.values['token'] as string | undefined) ?? process.env['FLIGHTDECK_TOKEN'],
+      // A command with its own --token (audit list --token NAME) takes the API token from the
+      // environment only.
+      token:
+        (cmd.options?.['token'] ? undefined : (parsed.values['token'] as string | undefined)) ??
+        process.env['FLIGHTDECK_TOKEN'],
     },
     signal: abort.signal,
   };

@@ -40,10 +40,8 @@ import { tinyImagePaths } from './images/tiny.js';
 import { KeyedLock, runnerLockPath, takeRunnerLock } from './runner/locks.js';
 import { reattachOne } from './runner/reattach.js';
 import { RestartPolicy } from './runner/restart-policy.js';
-import { resolveRunAs, type RunAs } from './runner/run-as.js';
+import { resolveConfinement, resolveRunAs, type RunAs } from './runner/run-as.js';
 import { startVm, startVmVdisk, type Confinement } from './runner/start.js';
-import { detectCgroups } from './confine/cgroups.js';
-import { DEFAULT_VM_USERS } from './confine/vm-users.js';
 import { openRunDirToVms } from './confine/run-dir-access.js';
 import { vmStatus } from './runner/status.js';
 import { exitRecordOf, teardown } from './runner/teardown.js';
@@ -467,15 +465,8 @@ export class VmRunner extends EventEmitter {
     return this.runAsResolved;
   }
 
-  /** Per-VM users and cgroups: as root, unless a QEMU user was named or confinement is off. */
   private confinement(): Confinement | null {
-    if (this.confinementResolved !== undefined) return this.confinementResolved;
-    const want = this.opts.qemuUser ?? 'auto';
-    const on = this.opts.confine !== false && want === 'auto' && process.getuid?.() === 0;
-    const cfg = this.opts.confine || {};
-    this.confinementResolved = on
-      ? { users: cfg.users ?? DEFAULT_VM_USERS, cgroups: cfg.cgroups ?? detectCgroups() }
-      : null;
+    if (this.confinementResolved === undefined) this.confinementResolved = resolveConfinement(this.opts);
     return this.confinementResolved;
   }
 

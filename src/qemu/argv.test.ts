@@ -17,7 +17,7 @@ const base = { name: 'argv-test', uuid: UUID, memoryBytes: 64 << 20 };
 
 function argvOf(input: Partial<VmSpecInput>, ctx: Partial<LaunchContext> = {}): string[] {
   const spec = parseVmSpec({ ...base, ...input }, { checkFiles: false });
-  return buildQemuArgv(spec, { paths: vmRunPaths('/run/fd/vm1'), accel: 'tcg', ...ctx });
+  return buildQemuArgv(spec, { paths: vmRunPaths('/run/fd/vm1', 'flat'), accel: 'tcg', ...ctx });
 }
 
 const after = (argv: string[], flag: string): string[] => argv.flatMap((v, i) => (argv[i - 1] === flag ? [v] : []));
@@ -43,6 +43,44 @@ test('runAs relaxes only elevateprivileges (QEMU 7.2 seccomp runs before -runas)
   assert.deepEqual(after(a, '-runas'), ['nobody']);
   assert.match(after(a, '-sandbox')[0]!, /elevateprivileges=allow/);
   assert.match(after(a, '-sandbox')[0]!, /spawn=deny/);
+});
+
+test('confined: QEMU files in q/, block files by fd set, kernel from its copy, a bounded TCG cache', () => {
+  const spec = parseVmSpec(
+    {
+      ...base,
+      disks: [{ id: 'boot', source: { kind: 'raw', path: '/srv/boot.raw' } }],
+      cdroms: [{ id: 'cd0', iso: '/srv/seed.iso' }],
+      boot: { kernel: { kernel: '/img/vmlinuz', initrd: '/img/initrd', cmdline: 'console=ttyS0' } },
+    },
+    { checkFiles: false },
+  );
+  const a = buildQemuArgv(spec, {
+    paths: vmRunPaths('/run/fd/vm1'),
+    accel: 'tcg',
+    files: {
+      '/srv/boot.raw': '/dev/fdset/1',
+      '/srv/seed.iso': '/dev/fdset/2',
+      '/img/vmlinuz': '/run/fd/vm1/q/kernel-vmlinuz',
+      '/img/initrd': '/run/fd/vm1/q/initrd-initrd',
+    },
+    addFds: [
+      { fd: 3, set: 1 },
+      { fd: 4, set: 1 },
+      { fd: 5, set: 2 },
+    ],
+    tcgCacheMiB: 256,
+  });
+  assert.deepEqual(after(a, '-qmp'), ['unix:/run/fd/vm1/q/qmp.sock,server=on,wait=off']);
+  assert.deepEqual(after(a, '-pidfile'), ['/run/fd/vm1/q/qemu.pid']);
+  assert.deepEqual(after(a, '-add-fd'), ['fd=3,set=1', 'fd=4,set=1', 'fd=5,set=2']);
+  assert.deepEqual(after(a, '-kernel'), ['/run/fd/vm1/q/kernel-vmlinuz']);
+  assert.deepEqual(after(a, '-initrd'), ['/run/fd/vm1/q/initrd-initrd']);
+  assert.deepEqual(after(a, '-accel'), ['tcg,thread=multi,tb-size=256']);
+  const blockdevs = after(a, '-blockdev').join('\n');
+  assert.ok(blockdevs.includes('"filename":"/dev/fdset/1"') && blockdevs.includes('"filename":"/dev/fdset/2"'));
+  assert.ok(!blockdevs.includes('/srv/'), 'no host path reaches a confined QEMU');
+  assert.match(after(a, '-sandbox')[0]!, /elevateprivileges=deny/);
 });
 
 test('a VHD disk is an NBD blockdev on the vdisk socket with reconnect; raw and qcow2 are native', () => {
@@ -147,7 +185,7 @@ test('real QEMU: raw + qcow2 + ISO + empty CD + user NIC + VNC, as an unprivileg
   const dir = await mkdtemp(join(tmpdir(), 'fd-argv-'));
   let q: Started | undefined;
   try {
-    const paths = vmRunPaths(dir);
+    const paths = vmRunPaths(dir, 'flat');
     const boot = await writeBootImage(join(dir, 'boot.raw'), 'heartbeat');
     const qcow = join(dir, 'data.qcow2');
     await run('qemu-img', ['create', '-q', '-f', 'qcow2', qcow, '16M']);
@@ -214,7 +252,7 @@ test('real QEMU: a VHD-shaped disk boots over an NBD unix socket; UEFI firmware 
     await waitFor('qemu-nbd socket', () => (existsSync(sock) ? true : undefined), { timeoutMs: 10_000 });
     const vmDir = join(dir, 'vm');
     await run('mkdir', [vmDir]);
-    const paths = vmRunPaths(vmDir);
+    const paths = vmRunPaths(vmDir, 'flat');
     const spec = parseVmSpec({ ...base, machine: 'pc', disks: [{ id: 'boot', source: { kind: 'vhd', path: boot } }] });
     const a = buildQemuArgv(spec, { paths, accel: 'tcg', nbd: { boot: { socketPath: sock, exportName: 'boot' } } });
     const q = await startQemu(a, paths.qmp);
@@ -230,7 +268,7 @@ test('real QEMU: a VHD-shaped disk boots over an NBD unix socket; UEFI firmware 
 
     const uefiDir = join(dir, 'uefi');
     await run('mkdir', [uefiDir]);
-    const up = vmRunPaths(uefiDir);
+    const up = vmRunPaths(uefiDir, 'flat');
     const vars = join(uefiDir, 'OVMF_VARS.fd');
     await copyFile('/usr/share/OVMF/OVMF_VARS_4M.fd', vars);
     const uspec = parseVmSpec({ ...base, memoryBytes: 128 << 20, firmware: 'uefi' });

@@ -1,5 +1,6 @@
 /** Every API operation, in the order the docs and `flightdeck --help` list them. */
 import type { Operation } from '../operation.js';
+import { auditOperations } from './audit.js';
 import { catalogOperations, networkOperations } from './catalog.js';
 import { clusterOperations } from './cluster.js';
 import { consoleOperations } from './consoles.js';
@@ -21,4 +22,5 @@ export const operations: Operation[] = [
   ...migrationOperations,
   ...taskOperations,
   ...tokenOperations,
+  ...auditOperations,
 ];

@@ -146,6 +146,7 @@ export async function createLocalRuntime(o: {
       throw err;
     }
   };
+  const publishing = new Map<string, Promise<void>>();
   runner.on('event', (e: VmEvent) => {
     const interesting = [
       'stopped',
@@ -162,17 +163,29 @@ export async function createLocalRuntime(o: {
       'restart-held',
     ];
     if (!interesting.includes(e.type)) return;
-    void status(e.vm).then((s) => {
-      const st: RuntimeStatus = {
-        ...s,
-        ...(e.type === 'guest-shutdown' ? { guestShutdown: true } : {}),
-        ...(e.type === 'restart-held' ? { restartHeld: true } : {}),
-      };
-      if (e.type === 'restart-failed' && st.state !== 'running')
-        st.lastError = `restart policy gave up: ${String(e.detail?.['message'] ?? '')}`;
-      for (const l of listeners) l(e.vm, st);
+    // Published in the order they happened: a later event's status must not be overtaken by an
+    // earlier one's (a crash, then the policy giving up, must end as "gave up").
+    const prev = publishing.get(e.vm) ?? Promise.resolve();
+    const next = prev.then(() => publish(e));
+    publishing.set(e.vm, next);
+    void next.finally(() => {
+      if (publishing.get(e.vm) === next) publishing.delete(e.vm);
     });
   });
+  const publish = (e: VmEvent): Promise<void> =>
+    status(e.vm).then(
+      (s) => {
+        const st: RuntimeStatus = {
+          ...s,
+          ...(e.type === 'guest-shutdown' ? { guestShutdown: true } : {}),
+          ...(e.type === 'restart-held' ? { restartHeld: true } : {}),
+        };
+        if (e.type === 'restart-failed' && st.state !== 'running')
+          st.lastError = `restart policy gave up: ${String(e.detail?.['message'] ?? '')}`;
+        for (const l of listeners) l(e.vm, st);
+      },
+      (err: unknown) => o.log.warn('VM status not published', { vm: e.vm, err: String(err) }),
+    );
 
   const runtime: Runtime = {
     async reattach(ids) {

@@ -9,6 +9,7 @@ import { newTaskId } from '../../core/ids.js';
 import type { Logger } from '../../core/log.js';
 import type { ProgressSnapshot } from '../../core/progress.js';
 import type { Store } from './store.js';
+import type { AuditActor } from './audit.js';
 
 export type TaskState = 'running' | 'succeeded' | 'failed' | 'cancelled';
 
@@ -30,6 +31,8 @@ export interface TaskRecord {
   result: unknown;
   error: { code: string; message: string; hint?: string } | null;
   cancelRequested: boolean;
+  /** Who started it (the API caller's token); absent for work the cluster started itself. */
+  startedBy?: AuditActor;
   createdAt: string;
   finishedAt: string | null;
 }
@@ -83,6 +86,7 @@ export class TaskManager {
     title: string,
     target: TaskTarget | null,
     work: (t: TaskHandle) => Promise<unknown>,
+    opts: { by?: AuditActor } = {},
   ): Promise<TaskRecord> {
     const id = newTaskId();
     const rec: TaskRecord = {
@@ -97,6 +101,7 @@ export class TaskManager {
       result: null,
       error: null,
       cancelRequested: false,
+      ...(opts.by ? { startedBy: opts.by } : {}),
       createdAt: new Date().toISOString(),
       finishedAt: null,
     };

@@ -1,7 +1,11 @@
-/** The unprivileged user QEMU drops to, when it exists and can reach the run dir. */
+/** Who QEMU runs as: each VM its own users (the default as root), or one user it drops to. */
 import { spawnSync } from 'node:child_process';
 import { FdError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
+import { detectCgroups } from '../confine/cgroups.js';
+import { DEFAULT_VM_USERS } from '../confine/vm-users.js';
+import type { Confinement } from './start.js';
+import type { VmRunnerOptions } from './types.js';
 
 export interface RunAs {
   user: string;
@@ -32,4 +36,12 @@ export function resolveRunAs(want: string | null | undefined, runDir: string, lo
     return null;
   }
   return { user, uid, gid };
+}
+
+/** Per-VM users and cgroups: as root, unless a QEMU user was named or confinement is off. */
+export function resolveConfinement(opts: VmRunnerOptions): Confinement | null {
+  const want = opts.qemuUser ?? 'auto';
+  if (opts.confine === false || want !== 'auto' || process.getuid?.() !== 0) return null;
+  const cfg = opts.confine ?? {};
+  return { users: cfg.users ?? DEFAULT_VM_USERS, cgroups: cfg.cgroups ?? detectCgroups() };
 }
