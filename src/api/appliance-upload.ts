@@ -17,7 +17,7 @@ import { FdError } from '../core/errors.js';
 import { inspectPackage } from '../ovf/inspect.js';
 import type { OvfEntity } from '../ovf/model.js';
 import type { TokenRecord } from '../cluster/state/tokens.js';
-import type { Permission } from './operation.js';
+import type { Permission } from '../core/contract.js';
 import type { Services } from './services.js';
 
 const DAY_MS = 86_400_000;

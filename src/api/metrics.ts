@@ -2,7 +2,7 @@
 import { freemem, totalmem } from 'node:os';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { TokenRecord } from '../cluster/state/tokens.js';
-import type { Permission } from './operation.js';
+import type { Permission } from '../core/contract.js';
 import type { Services } from './services.js';
 
 const BUCKETS_MS = [1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000];

@@ -1,6 +1,5 @@
-/** Schema pieces and routes that several operation modules share. */
+/** Schema pieces that several contracts share. */
 import { z } from 'zod';
-import type { OpContext, Route } from '../operation.js';
 
 /** An object whose shape the OpenAPI document leaves open. */
 export const Loose = z.looseObject({});
@@ -14,7 +13,10 @@ export const Bool = BoolText.transform(toBool);
 /** A Bool that defaults to false. */
 export const flag = (description: string) => BoolText.default(false).transform(toBool).describe(description);
 
-/** Calls about a VM run on the host that owns it. */
-export const ownerOf = async (ctx: OpContext, input: { id: string }): Promise<Route> => ({
-  host: (await ctx.svc.vms.find(input.id)).value.host,
-});
+export const VmRef = z.string().min(1).max(64).describe('VM name or id');
+
+/** A VM as views show it (the full record, its state and the table's summary columns). */
+export const VmOut = z.looseObject({ id: z.string(), name: z.string(), state: z.string(), desired: z.string() });
+
+/** A task record, as `?wait=true` or a task call answers it. */
+export const TaskOut = z.looseObject({ id: z.string(), state: z.string(), title: z.string() });
