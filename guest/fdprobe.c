@@ -11,6 +11,10 @@
  * still break into a line, which is why every line ends with " #": a line cut short by printk
  * has no terminator and the parser drops it instead of reading a truncated number.
  *
+ * The console protocol is for tests and benchmarks, who ask for it with fd.probes=1 on the
+ * kernel command line. Without it only the power button and hot-plug processes run, and they
+ * print nothing but a line for people on power off: the demo guest is a quiet machine.
+ *
  * Processes (forked from main, which exits once all of them report ready):
  *   heartbeat  FD-HB <seq> <monotonic_ns> #           every fd.hb_ms (default 10)
  *   uptime     FD-UPTIME <seconds> #                  every fd.uptime_ms (default 1000)
@@ -56,7 +60,7 @@
 #define DEFAULT_COUNTER_OFFSET (56ULL * 1024 * 1024)
 
 static long opt_hb_ms = 10, opt_uptime_ms = 1000, opt_counter_ms = 50, opt_echo_port = 7;
-static long opt_dirty_mb = 0, opt_dirty_mbps = 0;
+static long opt_dirty_mb = 0, opt_dirty_mbps = 0, opt_probes = 0;
 static unsigned long long opt_counter_offset = DEFAULT_COUNTER_OFFSET;
 static char opt_counter_dev[64] = "/dev/vda";
 static int ready_fd = -1;
@@ -87,7 +91,8 @@ static void read_cmdline(void) {
   if (n <= 0) return;
   buf[n] = 0;
   for (char *tok = strtok(buf, " \n"); tok; tok = strtok(NULL, " \n")) {
-    if (!strncmp(tok, "fd.hb_ms=", 9)) opt_hb_ms = atol(tok + 9);
+    if (!strncmp(tok, "fd.probes=", 10)) opt_probes = atol(tok + 10);
+    else if (!strncmp(tok, "fd.hb_ms=", 9)) opt_hb_ms = atol(tok + 9);
     else if (!strncmp(tok, "fd.uptime_ms=", 13)) opt_uptime_ms = atol(tok + 13);
     else if (!strncmp(tok, "fd.counter_ms=", 14)) opt_counter_ms = atol(tok + 14);
     else if (!strncmp(tok, "fd.echo_port=", 13)) opt_echo_port = atol(tok + 13);
@@ -319,12 +324,17 @@ static void powerbtn(void) {
       struct input_event ev;
       if (!(fds[i].revents & POLLIN) || read(fds[i].fd, &ev, sizeof ev) != sizeof ev) continue;
       if (ev.type == EV_KEY && ev.code == KEY_POWER && ev.value == 1) {
-        say("FD-POWERBTN");
+        if (opt_probes) say("FD-POWERBTN");
+        else {
+          static const char msg[] = "\r\npower button pressed: powering off\r\n";
+          ssize_t w = write(STDOUT_FILENO, msg, sizeof msg - 1);
+          (void)w;
+        }
         kill(-1, SIGTERM); /* everything but us and init */
         sync();
         mount("/", "/", NULL, MS_REMOUNT | MS_RDONLY, NULL);
         sync();
-        say("FD-POWEROFF");
+        if (opt_probes) say("FD-POWEROFF");
         reboot(LINUX_REBOOT_CMD_POWER_OFF);
       }
     }
@@ -378,9 +388,11 @@ static void hotplug(void) {
   signal_ready();
   for (;;) {
     int c = count_online_cpus();
-    if (c != cpus) say("FD-CPUS %d", cpus = c);
+    if (c != cpus && opt_probes) say("FD-CPUS %d", c);
+    cpus = c;
     long m = mem_total_kib();
-    if (m != mem) say("FD-MEM %ld", mem = m);
+    if (m != mem && opt_probes) say("FD-MEM %ld", m);
+    mem = m;
     d = opendir("/sys/class/net");
     while (d && (e = readdir(d))) {
       if (e->d_name[0] == '.') continue;
@@ -389,6 +401,12 @@ static void hotplug(void) {
       if (known || nseen == MAX_NICS) continue;
       snprintf(seen[nseen++], sizeof seen[0], "%s", e->d_name);
       if (fork() == 0) {
+        /* udhcpc's own chatter stays off the console; the script prints FD-IP */
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0) {
+          dup2(null, STDOUT_FILENO);
+          dup2(null, STDERR_FILENO);
+        }
         execl("/sbin/udhcpc", "udhcpc", "-i", e->d_name, "-s", "/etc/fd/udhcpc.script", "-b", "-t", "3", "-T", "1",
               "-A", "3", (char *)NULL);
         _exit(127);
@@ -449,9 +467,11 @@ int main(void) {
     dup2(console, STDERR_FILENO);
     close(console);
   }
-  void (*probes[])(void) = {heartbeat, uptime, counter, echo, powerbtn, hotplug, dirtier};
+  void (*all[])(void) = {heartbeat, uptime, counter, echo, powerbtn, hotplug, dirtier};
+  void (*quiet[])(void) = {powerbtn, hotplug};
+  void (**probes)(void) = opt_probes ? all : quiet;
   /* The dirtier is last: when it is off it is not even forked (the default guest is unchanged). */
-  int nprobes = (int)(sizeof probes / sizeof probes[0]) - (opt_dirty_mb > 0 ? 0 : 1);
+  int nprobes = opt_probes ? (int)(sizeof all / sizeof all[0]) - (opt_dirty_mb > 0 ? 0 : 1) : 2;
   int pipefd[2];
   if (pipe(pipefd) < 0) return 1;
   for (int i = 0; i < nprobes; i++) {

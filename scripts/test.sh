@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 fd_node_path
 fd_node_ok || { echo "test: Node.js $FD_NODE_MAJOR or later is needed: run bash scripts/setup.sh --deps-only" >&2; exit 1; }
 npm run --silent build
-npx eslint --no-error-on-unmatched-pattern src test bench
+npx eslint --no-error-on-unmatched-pattern src test bench web
 node scripts/check-layers.mjs
 npx prettier --check . >/dev/null || { npx prettier --list-different .; echo "format: run npm run format"; exit 1; }
 mapfile -t files < <(find dist/src dist/test -name '*.test.js' 2>/dev/null | sort)

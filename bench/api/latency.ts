@@ -53,7 +53,7 @@ try {
   for (let i = 0; i < CALLS; i++) raw.push(await timed(() => etcd.getAll().prefix('/flightdeck/vms/').strings()));
   etcd.close();
 
-  const image = await d.cli(['image', 'build', 'tiny']);
+  const image = await d.cli(['image', 'build', 'tiny', '--probes']);
   if (image.code !== 0) throw new Error(image.stderr);
   await d.json(['vm', 'create', 'bench-start', '--image', 'tiny', '--memory', '128M']);
   let accepted = 0;

@@ -28,7 +28,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FAIL_MODES, Lab, type FailMode } from '../../src/lab/lab.js';
 import { sleep, waitFor } from '../../src/core/process.js';
-import { buildTinyImage } from '../../src/host/images/tiny.js';
+import { buildTinyImage, withProbes } from '../../src/host/images/tiny.js';
 import { labCli, labJson } from '../../test/helpers/lab.js';
 import { plainColdBootMs } from './plain-boot.js';
 import { failoverRound, type RoundResult } from './round.js';
@@ -151,7 +151,7 @@ function summarize(rs: RoundResult[]) {
 }
 
 async function main(): Promise<void> {
-  const img = await buildTinyImage();
+  const img = withProbes(await buildTinyImage());
   const scratch = await mkdtemp(join(tmpdir(), 'fd-bench-fo-'));
   const rounds: RoundResult[] = [];
   const plainMs: number[] = [];
@@ -160,7 +160,7 @@ async function main(): Promise<void> {
   try {
     process.stderr.write(`lab up (${PREFIX})...\n`);
     lab = await Lab.up({ hosts: 3, prefix: PREFIX, force: true });
-    const built = await labCli(lab, 'h1', ['image', 'build', 'tiny']);
+    const built = await labCli(lab, 'h1', ['image', 'build', 'tiny', '--probes']);
     if (built.code !== 0) throw new Error(`image build tiny: ${built.stdout}${built.stderr}`);
 
     const r0 = await roles(lab);

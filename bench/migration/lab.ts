@@ -25,7 +25,7 @@ import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run, sleep, waitFor } from '../../src/core/process.js';
-import { buildTinyImage } from '../../src/host/images/tiny.js';
+import { buildTinyImage, withProbes } from '../../src/host/images/tiny.js';
 import { Lab } from '../../src/lab/lab.js';
 import { Store } from '../../src/cluster/state/store.js';
 import type { ImageRecord } from '../../src/cluster/state/model.js';
@@ -182,13 +182,13 @@ async function plainPlacement(lab: Lab, name: string, bridge: string, mac: strin
 }
 
 async function main(): Promise<void> {
-  const img = await buildTinyImage();
+  const img = withProbes(await buildTinyImage());
   const root = await mkdtemp('/tmp/fd-bench-mig-lab-');
   const rounds: Record<string, CaseResult[]> = {};
   const lab = await Lab.up({ hosts: 3, prefix: PREFIX, force: true });
   try {
     const json = <T>(host: string, args: string[]): Promise<T> => labJson<T>(lab, host, args);
-    await json('h1', ['image', 'build', 'tiny']);
+    await json('h1', ['image', 'build', 'tiny', '--probes']);
     const store = new Store([...lab.etcdEndpoints]);
     try {
       const tiny = (await store.get<ImageRecord>('images/tiny'))?.value;

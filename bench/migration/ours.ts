@@ -39,7 +39,7 @@ export class OursCluster {
     let h2: TestDaemon | undefined;
     try {
       h2 = await TestDaemon.start({ hostName: 'h2', etcd: await h1.etcdUrl() });
-      const built = await h1.cli(['image', 'build', 'tiny']);
+      const built = await h1.cli(['image', 'build', 'tiny', '--probes']);
       if (built.code !== 0) throw new Error(`image build tiny: ${built.stdout}${built.stderr}`);
       const store = new Store([await h1.etcdUrl()]);
       try {

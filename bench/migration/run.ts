@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from '../../src/core/process.js';
-import { buildTinyImage } from '../../src/host/images/tiny.js';
+import { buildTinyImage, withProbes } from '../../src/host/images/tiny.js';
 import { OursCluster } from './ours.js';
 import { plainCase } from './plain.js';
 import type { CaseResult } from './result.js';
@@ -73,7 +73,7 @@ function summarize(rs: CaseResult[]): CaseResult & { rounds: number; convergedRo
 }
 
 async function main(): Promise<void> {
-  const img = await buildTinyImage();
+  const img = withProbes(await buildTinyImage());
   const root = await mkdtemp(join(tmpdir(), 'fd-bench-mig-'));
   const rounds: Record<string, CaseResult[]> = {};
   let ours: OursCluster | undefined;

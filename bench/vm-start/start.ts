@@ -18,7 +18,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run, sleep } from '../../src/core/process.js';
 import { createDifferencingVhd } from '../../src/disk/vhd/create.js';
-import { buildTinyImage, tinyImagePaths, TINY_CMDLINE } from '../../src/host/images/tiny.js';
+import { buildTinyImage, tinyImagePaths, TINY_CMDLINE, withProbes } from '../../src/host/images/tiny.js';
 import { VmRunner } from '../../src/host/runner.js';
 import { buildQemuArgv } from '../../src/qemu/argv.js';
 import { writeBootImage } from '../../src/qemu/boot-sector.js';
@@ -44,7 +44,7 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 
 async function main(): Promise<void> {
   const cached = tinyImagePaths();
-  const img = existsSync(cached.manifest) ? { ...cached, cmdline: TINY_CMDLINE } : await buildTinyImage();
+  const img = withProbes(existsSync(cached.manifest) ? { ...cached, cmdline: TINY_CMDLINE } : await buildTinyImage());
   const root = await mkdtemp(join(tmpdir(), 'fd-bench-vm-'));
   const runDir = join(root, 'run');
   const dataDir = join(root, 'data');

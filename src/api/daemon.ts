@@ -4,6 +4,7 @@
  * apart from the store and the data dir: it can be SIGKILLed and restarted at any time; VMs,
  * their vdisk processes and the embedded etcd keep running and are taken over again.
  */
+import { cleanupViews, scanStateDir } from '../host/scan/view.js';
 import { mkdir, readFile, chmod, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -22,6 +23,7 @@ import { HostAgent } from '../cluster/agent/host-agent.js';
 import { createLocalRuntime } from '../cluster/runtime/local.js';
 import { Provisioner } from '../cluster/provisioning/provisioner.js';
 import { createServer } from './server.js';
+import { repairDataDir, usePrivateUmask } from '../host/private-files.js';
 import { LeaderElection } from '../cluster/clustering/leader.js';
 import { FailoverController } from '../cluster/clustering/failover.js';
 import { localFirst } from '../cluster/clustering/endpoints.js';
@@ -96,8 +98,19 @@ async function ensureLocalToken(dataDir: string, tokens: TokenService): Promise<
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const log = opts.log ?? createLogger({ json: true, base: { svc: 'flightdeck' } });
   const dataDir = opts.dataDir;
+  // Everything this daemon and its children create is private; what is there already is repaired.
+  usePrivateUmask();
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   await claimDataDir(dataDir);
+  for (const dir of ['import', 'export']) await mkdir(join(dataDir, dir), { recursive: true, mode: 0o700 });
+  const repaired = await repairDataDir(dataDir);
+  if (repaired.changed.length)
+    log.warn('made files under the data dir private', {
+      count: repaired.changed.length,
+      first: repaired.changed.slice(0, 10).map((c) => `${c.path} ${c.from.toString(8)} -> ${c.to.toString(8)}`),
+    });
+  // mounts, loop devices and processes of scans a killed daemon left behind
+  await cleanupViews(scanStateDir(dataDir));
   // cluster.json (written by cluster init/join) supplies what the command line leaves out.
   const cluster = await loadClusterConfig(dataDir);
   const { host: listenHost, port } = parseListen(opts.listen ?? cluster?.listen ?? `127.0.0.1:${DEFAULT_PORT}`);

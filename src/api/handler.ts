@@ -7,12 +7,15 @@
 import type { z } from 'zod';
 import type { Contract } from '../core/contract.js';
 import type { TaskHandle, TaskRecord, TaskTarget } from '../cluster/state/tasks.js';
+import type { TokenRecord } from '../cluster/state/tokens.js';
 import type { Services } from './services.js';
 
 export interface OpContext {
   svc: Services;
   /** Name of the token the caller used. */
   caller: string;
+  /** Its role (handlers whose permission depends on the input check it). */
+  role: TokenRecord['role'];
 }
 
 export interface TaskPlan<R> {

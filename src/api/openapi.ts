@@ -1,4 +1,4 @@
-/** The OpenAPI 3.1 document, generated from the operation definitions, and a docs page. */
+/** The OpenAPI 3.1 document, generated from the operation definitions (rendered at /api/docs). */
 import { z } from 'zod';
 import { API_BASE, inputInQuery, pathParams, type Contract } from '../core/contract.js';
 import { statusOf } from '../core/error-codes.js';
@@ -129,28 +129,4 @@ export function buildOpenApi(ops: Contract[], version: string, title = 'flightde
     security: [{ bearer: [] }],
     paths,
   };
-}
-
-/** A self-contained docs page (no CDN: these machines reach no web) that renders the document. */
-export function docsPage(): string {
-  return `<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>flightdeck API</title><style>
-body{font:14px system-ui,sans-serif;margin:1rem auto;max-width:60rem;padding:0 1rem}
-.op{border:1px solid #ccc;border-radius:6px;margin:.5rem 0;padding:.5rem}
-.m{display:inline-block;min-width:4rem;font-weight:bold}pre{background:#f6f6f6;padding:.5rem;overflow:auto}
-</style></head><body><h1>flightdeck API</h1><p>Machine-readable: <a href="/api/v1/openapi.json">/api/v1/openapi.json</a>.
-Every call needs <code>Authorization: Bearer TOKEN</code>.</p><div id="ops">loading…</div>
-<script>
-fetch('/api/v1/openapi.json').then(r=>r.json()).then(doc=>{
-  const root=document.getElementById('ops');root.textContent='';
-  for(const [p,methods] of Object.entries(doc.paths)) for(const [m,op] of Object.entries(methods)){
-    const d=document.createElement('details');d.className='op';
-    const s=document.createElement('summary');s.innerHTML='<span class="m"></span> <code></code> — ';
-    s.querySelector('.m').textContent=m.toUpperCase();s.querySelector('code').textContent=p;
-    s.append(op.summary+(op['x-cli']?' ('+op['x-cli']+')':''));d.append(s);
-    const pre=document.createElement('pre');pre.textContent=JSON.stringify({parameters:op.parameters,requestBody:op.requestBody,responses:op.responses},null,2);
-    d.append(pre);root.append(d);
-  }
-});
-</script></body></html>`;
 }

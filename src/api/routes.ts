@@ -77,7 +77,7 @@ export function registerRoutes(
           for (const [k, v] of Object.entries(fwd.headers)) void reply.header(k, v);
           return reply.status(fwd.status).send(fwd.body);
         }
-        const ctx = { svc, caller: caller.name };
+        const ctx = { svc, caller: caller.name, role: caller.role };
         if (!c.task) return reply.status(c.status ?? 200).send((await run(ctx, input)) ?? null);
         const plan = (await run(ctx, input)) as TaskPlan<unknown> | { startedElsewhere: never };
         const task = isStartedElsewhere(plan)

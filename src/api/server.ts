@@ -3,15 +3,19 @@
  * every call, JSON errors with stable codes, the OpenAPI document, Server-Sent Events and
  * Prometheus metrics. Listens on localhost unless told otherwise (then with TLS).
  */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import { FdError } from '../core/errors.js';
+import { logContext } from '../core/log.js';
 import type { TokenRecord } from '../cluster/state/tokens.js';
 import { toErrorReply } from './errors.js';
 import type { Permission } from '../core/contract.js';
 import { bindings as allBindings } from './handlers/index.js';
 import type { Binding } from './handler.js';
 import { registerRoutes } from './routes.js';
-import { buildOpenApi, docsPage } from './openapi.js';
+import { buildOpenApi } from './openapi.js';
+import { registerDocs } from './docs.js';
 import type { Services } from './services.js';
 import { registerEvents } from './events.js';
 import { Metrics, registerMetrics } from './metrics.js';
@@ -42,6 +46,12 @@ export interface ServerOptions {
   webRoot?: string;
 }
 
+/** A client's X-Request-Id when it is a sane token (so logs of both sides match), else a new one. */
+function requestId(req: IncomingMessage): string {
+  const h = req.headers['x-request-id'];
+  return typeof h === 'string' && /^[A-Za-z0-9._:-]{1,64}$/.test(h) ? h : randomUUID();
+}
+
 export async function authenticate(svc: Services, req: FastifyRequest): Promise<TokenRecord> {
   // Only a header: a token in a URL ends up in logs and history (browsers' WebSockets use
   // console tickets instead, see console-tickets.ts).
@@ -67,6 +77,7 @@ export async function createServer(
 ): Promise<FastifyInstance> {
   const app = Fastify({
     logger: false,
+    genReqId: requestId,
     bodyLimit: 4 * 1024 * 1024,
     ...(opts.tls ? { https: { key: opts.tls.key, cert: opts.tls.cert } } : {}),
   }) as unknown as FastifyInstance;
@@ -88,8 +99,17 @@ export async function createServer(
       },
     });
   });
+  // Every line logged while a request is handled (and by the tasks it starts) names it.
+  app.addHook('onRequest', (req, reply, done) => {
+    void reply.header('x-request-id', req.id);
+    logContext.run({ reqId: req.id }, done);
+  });
   app.addHook('onResponse', async (req, reply) => {
-    metrics.observeRequest(req.routeOptions.url ?? 'unknown', req.method, reply.statusCode, reply.elapsedTime);
+    const route = req.routeOptions.url ?? 'unknown';
+    metrics.observeRequest(route, req.method, reply.statusCode, reply.elapsedTime);
+    const line = { method: req.method, route, status: reply.statusCode, ms: Math.round(reply.elapsedTime) };
+    if (reply.statusCode >= 500) svc.log.warn('request failed', line);
+    else svc.log.debug('request', line);
   });
 
   const requireAuth = async (req: FastifyRequest, perm: Permission): Promise<TokenRecord> => {
@@ -120,7 +140,7 @@ export async function createServer(
     await requireAuth(req, 'admin');
     return internal;
   });
-  app.get('/api/docs', async (_req, reply) => reply.type('text/html').send(docsPage()));
+  registerDocs(app);
   app.get('/api/v1/health', async () => ({ ok: true, host: svc.hostName, version: svc.version }));
   registerEvents(app, svc, requireAuth);
   registerMetrics(app, svc, metrics, requireAuth);

@@ -8,7 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { totalmem } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -30,6 +30,7 @@ import type { State } from '../cluster/state/state.js';
 import type { TaskHandle } from '../cluster/state/tasks.js';
 import { fdConfigOf, vmwFirmware } from './fd-config.js';
 import { groupExists, groupKey, type GroupRecord } from './group.js';
+import { copyPrivate } from '../host/private-files.js';
 
 export interface ApplianceHost {
   store: KvStore;
@@ -401,7 +402,7 @@ export async function runImport(host: ApplianceHost, plan: ImportPlan, t: TaskHa
         const from = first!.kind === 'disk' ? first!.d.path : first!.path;
         for (const m of more) {
           const to = m.kind === 'disk' ? m.d.path : m.path;
-          await produceFileAtomic(to, (tmp) => copyFile(from, tmp));
+          await produceFileAtomic(to, (tmp) => copyPrivate(from, tmp));
           if (m.kind === 'disk') sizes.set(to, sizes.get(from)!);
         }
       },

@@ -12,12 +12,21 @@ import type { TaskRecord } from '../cluster/state/tasks.js';
 import type { CliContext, CommandDef, OptionSpec } from './command.js';
 import { ApiClient } from './api-client.js';
 import { renderDefault, table } from './render.js';
+import { RENDERERS } from './render-vm.js';
 
 type Prop = { type?: string | string[]; anyOf?: Prop[]; items?: Prop; description?: string; enum?: unknown[] };
 
 const kebab = (s: string): string => s.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
 
+/** A boolean that also takes "true"/"false" as text (the operations' flag()): a plain CLI flag. */
+const isFlag = (p: Prop): boolean =>
+  !!p.anyOf?.length &&
+  p.anyOf.every(
+    (x) => x.type === 'boolean' || (x.type === 'string' && x.enum?.every((e) => e === 'true' || e === 'false')),
+  );
+
 function kindOf(p: Prop): 'boolean' | 'number' | 'array' | 'object' | 'string' {
+  if (isFlag(p)) return 'boolean';
   const types = p.anyOf ? p.anyOf.map((x) => x.type) : [p.type];
   if (types.includes('string')) return 'string';
   if (types.includes('boolean')) return 'boolean';
@@ -143,6 +152,8 @@ export function commandFromContract(op: Contract): CommandDef | undefined {
         return r && typeof r === 'object' ? renderDefault(r) : `${t.title}: done`;
       }
       if (Array.isArray(result) && cli.columns) return table(result as Record<string, unknown>[], cli.columns);
+      const custom = RENDERERS[op.name];
+      if (custom && result && typeof result === 'object') return custom(result);
       return renderDefault(result);
     },
     exitCode: (result: unknown) =>

@@ -7,6 +7,8 @@ import { FdError } from '../core/errors.js';
 import type { CliContext, CommandDef, ParsedInput } from './command.js';
 import { allCommands } from './commands/index.js';
 import { progressLine, renderDefault } from './render.js';
+import { renderVersion, versionInfo } from './version.js';
+import { foldFlagValues } from './flags.js';
 
 const GLOBAL_OPTIONS = {
   json: { type: 'boolean', description: 'print JSON for scripts instead of tables' },
@@ -23,7 +25,7 @@ function usage(commands: CommandDef[]): string {
   for (const [noun, cmds] of [...nouns].sort()) {
     for (const c of cmds) lines.push(`  ${`${noun} ${c.verb}`.padEnd(22)} ${c.summary}`);
   }
-  lines.push('', 'global options: --json, --data-dir DIR, --url URL, --token TOKEN');
+  lines.push('', 'global options: --json, --data-dir DIR, --url URL, --token TOKEN; flightdeck --version');
   return lines.join('\n');
 }
 
@@ -78,6 +80,11 @@ export async function main(rawArgv: string[]): Promise<number> {
   const dashDash = argv.indexOf('--');
   const json = (dashDash < 0 ? argv : argv.slice(0, dashDash)).includes('--json');
   const [noun, verb, ...restAfterVerb] = argv;
+  if (noun === '--version' || noun === '-V' || noun === 'version') {
+    const v = versionInfo();
+    process.stdout.write((json ? JSON.stringify(v, null, 2) : renderVersion(v)) + '\n');
+    return 0;
+  }
   if (!noun || noun === '--help' || noun === '-h' || noun === 'help') {
     process.stdout.write(usage(commands) + '\n');
     return noun ? 0 : 2;
@@ -121,7 +128,7 @@ export async function main(rawArgv: string[]): Promise<number> {
         ...('multiple' in o && o.multiple ? { multiple: true } : {}),
       };
     }
-    parsed = parseArgs({ args: own, options, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: foldFlagValues(own, options), options, allowPositionals: true, strict: true });
   } catch (err) {
     printError(
       new FdError('FD_CLI_BAD_ARGS', (err as Error).message, { hint: `see "flightdeck ${noun} ${verb} --help"` }),

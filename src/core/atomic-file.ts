@@ -29,6 +29,8 @@ export async function writeFileAtomic(
   const tmp = tempPathFor(path);
   const fh = await open(tmp, 'wx', opts.mode ?? 0o644);
   try {
+    // An explicit mode is meant as given, whatever the umask (the daemon's is 077).
+    if (opts.mode !== undefined) await fh.chmod(opts.mode);
     await fh.writeFile(data);
     await fh.sync();
   } catch (err) {

@@ -28,5 +28,10 @@ export interface BlockDevice {
   flush(): Promise<void>;
   /** Allocation map of [offset, offset+length), in order, covering the range exactly. */
   blockStatus(offset: number, length: number): Promise<Extent[]>;
+  /**
+   * The same map when the device can give it from memory without I/O, else null. Optional: it
+   * lets the NBD server answer reads of holes at once, without reading or sending zeros.
+   */
+  cachedStatus?(offset: number, length: number): Extent[] | null;
   close(): Promise<void>;
 }

@@ -3,7 +3,7 @@
  * dynamic VHD in the images directory. The image is inspected before any converter runs and
  * refused when it names other files (disk/references.ts): the converters would follow them.
  */
-import { copyFile, open } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { produceFileAtomic } from '../core/atomic-file.js';
 import { Progress, type ProgressListener } from '../core/progress.js';
@@ -11,6 +11,7 @@ import { convertDisk } from '../disk/convert.js';
 import { openDisk } from '../disk/open.js';
 import { assertSelfContained } from '../disk/references.js';
 import type { ImportSource } from './import-paths.js';
+import { copyPrivate } from './private-files.js';
 
 export interface ImportedImageFile {
   kind: 'iso' | 'disk';
@@ -47,7 +48,7 @@ export async function importImageFile(
   if (await looksLikeIso(src.path)) {
     const dest = join(imagesDir, `${name}.iso`);
     io.log(`copying ISO ${label}`);
-    await produceFileAtomic(dest, (tmp) => copyFile(src.path, tmp));
+    await produceFileAtomic(dest, (tmp) => copyPrivate(src.path, tmp));
     return { kind: 'iso', path: dest, format: 'iso', sizeBytes: src.sizeBytes };
   }
   const format = await assertSelfContained(src.path, label);

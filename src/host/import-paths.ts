@@ -60,6 +60,12 @@ async function realLocation(file: string): Promise<string> {
   }
 }
 
+/** Whether `file` lies inside `dir`, both resolved through any links (false when `dir` is missing). */
+export async function isInsideDir(file: string, dir: string): Promise<boolean> {
+  const [real] = await realDirs([dir]);
+  return real !== undefined && isAbsolute(file) && inside(await realLocation(file), real);
+}
+
 export interface OpenImportOptions {
   /** Code for a file that does not exist (each caller has its own: FD_IMAGE_FILE_NOT_FOUND...). */
   notFound: ErrorCode;

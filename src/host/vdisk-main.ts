@@ -8,7 +8,7 @@
 import { readFile } from 'node:fs/promises';
 import { createLogger } from '../core/log.js';
 import { openDisk } from '../disk/open.js';
-import { startNbdServer, type NbdServer } from '../disk/nbd/server.js';
+import { startNbdServer, type NbdServer, type NbdTlsOptions } from '../disk/nbd/server.js';
 import type { BlockDevice } from '../disk/block-device.js';
 
 export interface VdiskConfig {
@@ -19,7 +19,20 @@ export interface VdiskConfig {
     readOnly: boolean;
     /** Serve on TCP instead of the unix socket (the standby's mirror target, see cluster/protection/). */
     tcp?: { host: string; port: number };
+    /**
+     * Mutual TLS (NBD_OPT_STARTTLS): PEM files of this host's certificate and key, and of the
+     * cluster CA that clients' certificates must chain to. Set it on every TCP export.
+     */
+    tls?: VdiskTls;
   }>;
+}
+
+export interface VdiskTls {
+  certFile: string;
+  keyFile: string;
+  caFile: string;
+  /** Refuse clients that do not start TLS (default true). */
+  required?: boolean;
 }
 
 async function main(configPath: string): Promise<number> {
@@ -44,6 +57,7 @@ async function main(configPath: string): Promise<number> {
           readOnly: e.readOnly,
           log,
           ...(e.tcp ? { tcp: e.tcp } : {}),
+          ...(e.tls ? { tls: await readTls(e.tls) } : {}),
         }),
       );
     }
@@ -57,6 +71,11 @@ async function main(configPath: string): Promise<number> {
   } finally {
     for (const d of devices) await d.close();
   }
+}
+
+async function readTls(t: VdiskTls): Promise<NbdTlsOptions> {
+  const [certPem, keyPem, caPem] = await Promise.all([t.certFile, t.keyFile, t.caFile].map((f) => readFile(f)));
+  return { certPem: certPem!, keyPem: keyPem!, caPem: caPem!, required: t.required !== false };
 }
 
 main(process.argv[2] ?? '').then(

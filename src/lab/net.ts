@@ -117,24 +117,8 @@ export async function removeLabNetwork(prefix: string): Promise<{ namespaces: st
   return { namespaces, links };
 }
 
-const toInt = (ip: string): number => ip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
-
-function overlaps(a: string, b: string): boolean {
-  const [aIp, aLen] = a.split('/') as [string, string];
-  const [bIp, bLen] = b.split('/') as [string, string];
-  const len = Math.min(Number(aLen), Number(bLen));
-  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-  return (toInt(aIp) & mask) >>> 0 === (toInt(bIp) & mask) >>> 0;
-}
-
 /**
- * True when no route of the root namespace (apart from the default route) covers any part of
- * `cidr`: a lab there would shadow, or be shadowed by, a network this machine already uses.
+ * True when no route or address of the root namespace (apart from the default route) covers any
+ * part of `cidr`: a lab there would shadow, or be shadowed by, a network this machine already uses.
  */
-export async function subnetFree(cidr: string): Promise<boolean> {
-  const routes = await run('ip', ['-4', 'route', 'show', 'table', 'all']);
-  for (const m of routes.stdout.matchAll(/^(?:local |broadcast )?(\d+\.\d+\.\d+\.\d+)(?:\/(\d+))?\s/gm)) {
-    if (overlaps(`${m[1]}/${m[2] ?? '32'}`, cidr)) return false;
-  }
-  return true;
-}
+export { subnetFree } from '../host/network-choice.js';

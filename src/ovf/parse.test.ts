@@ -104,3 +104,58 @@ test('memory without AllocationUnits: small numbers are MiB (with a warning), bi
     ['FD_OVF_BAD_MEMORY'],
   );
 });
+
+/** VMware-written OVF 0.9 (ovftool of the ESX 3.5 era): default namespace, xsi:type-typed Section and
+ * Content elements, a collection around the system, a disk in the "vmdk.html#compressed" format. */
+const VMWARE_09 = `<?xml version="1.0" encoding="UTF-8"?>
+<Envelope xmlns="http://www.vmware.com/schema/ovf/1/envelope" xmlns:ovf="http://www.vmware.com/schema/ovf/1/envelope" xmlns:vmw="http://www.vmware.com/schema/ovf" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" ovf:version="0.9">
+  <References>
+    <File ovf:href="web-disk1.vmdk" ovf:id="file1" ovf:size="65536"/>
+  </References>
+  <Section xsi:type="ovf:DiskSection_Type">
+    <Info>List of the virtual disks used in the package</Info>
+    <Disk ovf:capacity="1073741824" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/specifications/vmdk.html#compressed"/>
+  </Section>
+  <Section xsi:type="ovf:NetworkSection_Type">
+    <Info>List of logical networks used in the package</Info>
+    <Network ovf:name="VM Network"><Description>The VM Network network</Description></Network>
+  </Section>
+  <Content ovf:id="app" xsi:type="ovf:VirtualSystemCollection_Type">
+    <Info>A collection of virtual machines</Info>
+    <Section xsi:type="ovf:ProductSection_Type">
+      <Info>Product</Info>
+      <Product>Web App</Product>
+      <Vendor>Example</Vendor>
+      <Version>1.0</Version>
+    </Section>
+    <Content ovf:id="web" xsi:type="ovf:VirtualSystem_Type">
+      <Info>A virtual machine</Info>
+      <Section ovf:id="36" xsi:type="ovf:OperatingSystemSection_Type" vmw:osType="otherLinuxGuest"><Info>The kind of installed guest operating system</Info></Section>
+      <Section xsi:type="ovf:VirtualHardwareSection_Type">
+        <Info>Virtual hardware requirements for a virtual machine</Info>
+        <System><vssd:InstanceId>0</vssd:InstanceId><vssd:VirtualSystemIdentifier>web</vssd:VirtualSystemIdentifier><vssd:VirtualSystemType>vmx-04</vssd:VirtualSystemType></System>
+        <Item><rasd:Caption>1 virtual CPU</rasd:Caption><rasd:InstanceId>1</rasd:InstanceId><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>1</rasd:VirtualQuantity></Item>
+        <Item><rasd:Caption>256MB of memory</rasd:Caption><rasd:InstanceId>2</rasd:InstanceId><rasd:ResourceType>4</rasd:ResourceType><rasd:AllocationUnits>MegaBytes</rasd:AllocationUnits><rasd:VirtualQuantity>256</rasd:VirtualQuantity></Item>
+        <Item><rasd:Caption>scsiController0</rasd:Caption><rasd:InstanceId>3</rasd:InstanceId><rasd:ResourceType>6</rasd:ResourceType><rasd:ResourceSubType>lsilogic</rasd:ResourceSubType><rasd:BusNumber>0</rasd:BusNumber></Item>
+        <Item><rasd:Caption>disk1</rasd:Caption><rasd:InstanceId>4</rasd:InstanceId><rasd:ResourceType>17</rasd:ResourceType><rasd:HostResource>/disk/vmdisk1</rasd:HostResource><rasd:Parent>3</rasd:Parent><rasd:AddressOnParent>0</rasd:AddressOnParent></Item>
+        <Item><rasd:Caption>ethernet0</rasd:Caption><rasd:InstanceId>5</rasd:InstanceId><rasd:ResourceType>10</rasd:ResourceType><rasd:ResourceSubType>PCNet32</rasd:ResourceSubType><rasd:Connection>VM Network</rasd:Connection><rasd:AutomaticAllocation>true</rasd:AutomaticAllocation></Item>
+      </Section>
+    </Content>
+  </Content>
+</Envelope>`;
+
+test('OVF 0.9 as VMware wrote it: xsi:type sections and contents, a collection, #compressed disks', () => {
+  const env = parseOvf(VMWARE_09, { source: 'vmware-0.9.ovf' });
+  assert.equal(env.version, '0.9');
+  assert.deepEqual(env.problems, []);
+  assert.equal(env.entity.kind, 'VirtualSystemCollection');
+  const [web] = virtualSystems(env.entity);
+  assert.equal(web?.id, 'web');
+  assert.equal(web?.vcpus, 1);
+  assert.equal(web?.memoryBytes, 256 * 1024 * 1024);
+  assert.equal(web?.os?.vendorType, 'otherLinuxGuest');
+  assert.equal(env.disks[0]?.formatKind, 'vmdk-streamOptimized', 'VMware 0.9 "#compressed" is a streamOptimized VMDK');
+  assert.equal(env.disks[0]?.capacityBytes, 1024 ** 3);
+  assert.equal(env.networks[0]?.name, 'VM Network');
+  assert.deepEqual(env.warnings, []);
+});

@@ -39,7 +39,7 @@ const byName = (): Record<string, TestDaemon> => ({ h1, h2 });
 before(async () => {
   h1 = await TestDaemon.start({ hostName: 'h1' });
   h2 = await TestDaemon.start({ hostName: 'h2', etcd: await h1.etcdUrl() });
-  assert.equal((await h1.cli(['image', 'build', 'tiny'])).code, 0);
+  assert.equal((await h1.cli(['image', 'build', 'tiny', '--probes'])).code, 0);
 });
 after(async () => {
   h1?.kill();

@@ -82,7 +82,7 @@ test('a VM pinned to h2 and created through h1 lives on h2; its calls through h1
 });
 
 test('the serial console of a VM on h2 is reachable through h1 (WebSocket relayed)', async () => {
-  assert.equal((await h1.cli(['image', 'build', 'tiny'])).code, 0);
+  assert.equal((await h1.cli(['image', 'build', 'tiny', '--probes'])).code, 0);
   await h1.json(['vm', 'create', 'remote', '--image', 'tiny', '--memory', '128M', '--host', 'h2', '--start', 'true']);
   const vm = await h1.json<{ id: string; host: string; state: string }>(['vm', 'show', 'remote']);
   assert.equal(vm.host, 'h2');

@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -198,4 +198,36 @@ test('vncsnapshot (a real VNC client) through `flightdeck vm vnc` gets a JPEG of
     tunnel.kill('SIGTERM');
     await rm(tmp, { recursive: true, force: true });
   }
+});
+
+test('OVA upload by an operator: inspected first, then imported; a broken package leaves nothing', async () => {
+  const dir = join(d.dataDir, 'export');
+  await mkdir(dir, { recursive: true });
+  const ova = join(dir, 'off.ova');
+  const exp = await d.cli(['ovf', 'export', 'off', '--out', ova]);
+  assert.equal(exp.code, 0, exp.stderr + exp.stdout);
+  const op = (await d.api('POST', '/api/v1/tokens', { name: 'ops', role: 'operator' })).body as { token: string };
+  const send = (body: Uint8Array<ArrayBuffer>) =>
+    fetch(`${d.url}/api/v1/appliances/upload`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${op.token}`, 'content-type': 'application/octet-stream' },
+      body,
+    });
+  const res = await send(new Uint8Array(await readFile(ova)));
+  const pkg = (await res.json()) as { upload: string; systems: { name: string; vcpus: number }[]; eulas: string[] };
+  assert.equal(res.status, 200, JSON.stringify(pkg));
+  assert.equal(pkg.systems.length, 1);
+  assert.deepEqual(pkg.eulas, []);
+  const imp = await d.api('POST', `/api/v1/appliances/uploads/${pkg.upload}/import`, { name: 'fromova' }, op.token);
+  assert.equal(imp.status, 202, JSON.stringify(imp.body));
+  const task = await d.json<{ state: string }>(['task', 'wait', (imp.body as { id: string }).id]);
+  assert.equal(task.state, 'succeeded');
+  assert.equal((await d.api('GET', '/api/v1/vms/fromova')).status, 200);
+  const again = await d.api('POST', `/api/v1/appliances/uploads/${pkg.upload}/import`, {}, op.token);
+  assert.equal((again.body as { error: { code: string } }).error.code, 'FD_UPLOAD_NOT_FOUND', 'an upload imports once');
+
+  const bad = await send(new TextEncoder().encode('not a tar archive at all'.repeat(100)));
+  assert.ok(bad.status >= 400 && bad.status < 500, String(bad.status));
+  const left = await readdir(join(d.dataDir, 'appliances', 'uploads'));
+  assert.deepEqual(left, [], 'nothing of the broken upload is left');
 });

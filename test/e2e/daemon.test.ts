@@ -30,7 +30,7 @@ let d: TestDaemon;
 before(async () => {
   d = await TestDaemon.start();
   // The image is cached per machine: the first build on a fresh machine downloads two packages.
-  const r = await d.cli(['image', 'build', 'tiny']);
+  const r = await d.cli(['image', 'build', 'tiny', '--probes']);
   assert.equal(r.code, 0, r.stderr + r.stdout);
 });
 after(async () => {
@@ -74,6 +74,14 @@ test('the tour: create, start, heartbeat, console, shutdown, delete', async () =
   );
   const vm = await d.json<Vm>(['vm', 'show', 'tour']);
   assert.equal(vm.state, 'running');
+  // for people: sizes in units, the disk chain over the image, the NIC
+  const shown = await d.cli(['vm', 'show', 'tour']);
+  assert.equal(shown.code, 0, shown.stderr);
+  assert.match(shown.stdout, /^memory: +128 MiB$/m);
+  assert.match(shown.stdout, /^DISKS\n.*SIZE.*CHAIN\n.*\.vhd -> .*\(image tiny\)$/m);
+  assert.match(shown.stdout, /^NICS\n.*MAC.*ADDRESS\n.*52:54:00/m);
+  const logs = await d.cli(['vm', 'logs', 'tour', '--lines', '5']);
+  assert.match(logs.stdout, /^--- serial console ---$/m, 'vm logs prints lines, not a JSON array');
   assert.deepEqual(await qemusOf(vm.id), [vm.pid]);
 
   // The serial console over the API's WebSocket shows live heartbeat lines.
@@ -267,10 +275,30 @@ test('OpenAPI, docs and metrics are served', async () => {
   };
   assert.equal(doc.paths['/api/v1/vms/{id}/actions/start']?.['post']?.operationId, 'vm.start');
   assert.equal(doc.paths['/api/v1/vms']?.['get']?.operationId, 'vm.list');
+  // Swagger UI from the package on this host: the page, its script naming the document, the bundle
   const docs = await fetch(d.url + '/api/docs');
-  assert.match(await docs.text(), /openapi\.json/);
-  const metrics = await fetch(d.url + '/metrics', { headers: { authorization: `Bearer ${d.token}` } });
+  assert.match(await docs.text(), /swagger-ui-bundle\.js/);
+  assert.match(await (await fetch(d.url + '/api/docs/init.js')).text(), /\/api\/v1\/openapi\.json/);
+  const bundle = await fetch(d.url + '/api/docs/assets/swagger-ui-bundle.js');
+  assert.equal(bundle.status, 200);
+  assert.match((await bundle.text()).slice(0, 200_000), /SwaggerUIBundle/);
+  assert.equal((await fetch(d.url + '/api/docs/assets/..%2F..%2Fpackage.json')).status, 404, 'only the named files');
+  const metrics = await fetch(d.url + '/metrics', {
+    headers: { authorization: `Bearer ${d.token}`, 'x-request-id': 'test-req-1' },
+  });
+  assert.equal(metrics.headers.get('x-request-id'), 'test-req-1', 'a sane client request id is kept');
   const text = await metrics.text();
+  // HELP and TYPE on every metric family; process metrics; a latency histogram per route
+  const families = new Set(
+    [...text.matchAll(/^([a-z_:][a-z0-9_:]*?)(?:_bucket|_sum|_count)?(?:\{| )/gm)].map((m) => m[1]!),
+  );
+  for (const f of families) {
+    const base = [...families].find((x) => x !== f && f.startsWith(x + '_')) ?? f;
+    assert.match(text, new RegExp(`^# HELP (${f}|${base}) `, 'm'), `HELP for ${f}`);
+    assert.match(text, new RegExp(`^# TYPE (${f}|${base}) `, 'm'), `TYPE for ${f}`);
+  }
+  assert.match(text, /^process_cpu_user_seconds_total \d/m);
+  assert.match(text, /^# TYPE flightdeck_api_request_seconds histogram/m);
   assert.match(text, /flightdeck_host_memory_free_bytes\{host="[^"]+"\} \d+/);
   assert.match(text, /flightdeck_api_request_seconds_count\{method="GET",route="\/api\/v1\/vms\/:id"\} \d+/);
   assert.match(text, /flightdeck_vm_state\{vm="[^"]+",host="[^"]+",state="stopped"\} 1/);

@@ -5,7 +5,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, mkdir, copyFile, writeFile, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, mkdir, copyFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TestDaemon } from '../helpers/daemon.js';
@@ -33,7 +33,7 @@ let work: string;
 before(async () => {
   d = await TestDaemon.start();
   work = await mkdtemp(join(tmpdir(), 'fd-img-'));
-  const r = await d.cli(['image', 'build', 'tiny']);
+  const r = await d.cli(['image', 'build', 'tiny', '--probes']);
   assert.equal(r.code, 0, r.stderr);
 });
 after(async () => {
@@ -50,6 +50,7 @@ test('a qcow2 disk image imported by path and by upload becomes a VHD with the s
   const src = join(d.dataDir, 'import', 'src.qcow2');
   await mkdir(join(d.dataDir, 'import'), { recursive: true });
   await run('qemu-img', ['create', '-q', '-f', 'qcow2', src, '24M']);
+  await chmod(src, 0o600); // what a user drops in the data dir is theirs to keep private
   await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 1M 3M', '-c', 'write -P 0xc3 20M 64k', src]);
   const byPath = await d.json<Task<Image>>(['image', 'import', src, '--name', 'q-path']);
   assert.equal(byPath.state, 'succeeded', JSON.stringify(byPath.error));
@@ -78,7 +79,7 @@ test('a VM created with --iso boots from the installer ISO', async () => {
   await copyFile(tiny.initrd!, join(root, 'initrd'));
   await writeFile(
     join(root, 'isolinux', 'isolinux.cfg'),
-    'SERIAL 0 115200\nDEFAULT fd\nPROMPT 0\nTIMEOUT 1\nLABEL fd\n  KERNEL /vmlinuz\n  APPEND initrd=/initrd console=ttyS0 root=/dev/vda fd.bootedfrom=iso\n',
+    'SERIAL 0 115200\nDEFAULT fd\nPROMPT 0\nTIMEOUT 1\nLABEL fd\n  KERNEL /vmlinuz\n  APPEND initrd=/initrd console=ttyS0 root=/dev/vda fd.probes=1 fd.bootedfrom=iso\n',
   );
   const iso = join(work, 'boot.iso');
   await run('xorriso', [
@@ -149,7 +150,8 @@ test('--cloud-init builds a NoCloud seed ISO the guest reads', async () => {
     'FD-SEED lines',
     async () => {
       const ev = (await serial('seeded')).map(parseProbeLine).filter((e) => e?.kind === 'seed');
-      return ev.some((e) => e?.kind === 'seed' && e.key === 'hostname') ? ev : undefined;
+      const has = (key: string): boolean => ev.some((e) => e?.kind === 'seed' && e.key === key);
+      return has('hostname') && has('user-data') ? ev : undefined;
     },
     { timeoutMs: 90_000, intervalMs: 500 },
   );
@@ -164,5 +166,34 @@ test('--cloud-init builds a NoCloud seed ISO the guest reads', async () => {
   const bad = await d.cli(['vm', 'create', 'badseed', '--image', 'tiny', '--cloud-init', 'colour=red']);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /FD_BAD_REQUEST/);
+});
+
+test('nothing under the data dir is readable by other users after the tour; a restart repairs what was opened', async () => {
+  // The tour so far left images (imported, uploaded, built), a running VM with a seed ISO
+  // (cloud-init), its serial log and sockets, etcd's data, the token and TLS-less config.
+  const world = async (): Promise<string> =>
+    (await run('find', [d.dataDir, '(', '-perm', '-o+r', '-o', '-perm', '-o+w', ')', '-print'])).stdout.trim();
+  assert.equal(await world(), '', 'world-readable or -writable files');
+  const mode = async (p: string): Promise<string> => ((await stat(p)).mode & 0o777).toString(8);
+  const { id } = await d.json<{ id: string }>(['vm', 'show', 'seeded']);
+  const vmDir = join(d.dataDir, 'pools', 'default', 'vms', id);
+  const seedIso = (await readdir(vmDir)).find((n) => n.endsWith('.iso'));
+  assert.ok(seedIso, `a seed ISO in ${vmDir}`);
+  for (const f of [join(d.dataDir, 'token'), join(vmDir, seedIso), join(d.dataDir, 'run', id, 'serial.log')])
+    assert.equal(await mode(f), '600', f);
+  assert.equal(await mode(join(d.dataDir, 'run', id)), '700');
+
+  // Opened up by hand (or by an older version): the next start takes it back.
+  await chmod(d.dataDir, 0o755);
+  await chmod(join(d.dataDir, 'token'), 0o644);
+  await chmod(join(vmDir, seedIso), 0o666);
+  assert.notEqual(await world(), '');
+  await d.stop();
+  await d.startProcess();
+  assert.equal(await world(), '', 'after the restart');
+  assert.equal(await mode(join(d.dataDir, 'token')), '600');
+  assert.equal(await mode(d.dataDir), '711', 'search only, for QEMU on its way to its run dir');
+  const vm = await d.json<{ state: string }>(['vm', 'show', 'seeded']);
+  assert.equal(vm.state, 'running', 'the VM was taken over, not disturbed');
   await d.json(['vm', 'delete', 'seeded', '--force', 'true']);
 });

@@ -16,7 +16,13 @@ import { createDifferencingVhd } from '../../src/disk/vhd/create.js';
 import { HostFirewall } from '../../src/host/firewall/engine.js';
 import type { FirewallState, NicFirewall, FirewallRule } from '../../src/host/firewall/model.js';
 import { parseProbeLine } from '../../src/host/images/probes.js';
-import { buildTinyImage, tinyImagePaths, TINY_CMDLINE, TINY_ECHO_PORT } from '../../src/host/images/tiny.js';
+import {
+  buildTinyImage,
+  tinyImagePaths,
+  TINY_CMDLINE,
+  TINY_ECHO_PORT,
+  withProbes,
+} from '../../src/host/images/tiny.js';
 import { HostNetworks } from '../../src/host/network.js';
 import { tapName } from '../../src/host/tap.js';
 import type { VmRunner } from '../../src/host/runner.js';
@@ -44,8 +50,9 @@ let uuid: string;
 type Probe = 'echoed' | 'refused' | 'timeout' | 'error';
 
 /** Connects to the guest's echo port from the host or the peer namespace; what happened. */
-async function echoProbe(from: 'host' | 'peer'): Promise<Probe> {
-  const script = `const s=require('net').connect(${TINY_ECHO_PORT},'${guestIp}');
+async function echoProbe(from: 'host' | 'peer', localAddress?: string): Promise<Probe> {
+  const local = localAddress ? `,localAddress:'${localAddress}'` : '';
+  const script = `const s=require('net').connect({port:${TINY_ECHO_PORT},host:'${guestIp}'${local}});
     const t=setTimeout(()=>{console.log('timeout');process.exit(0)},3000);
     s.on('connect',()=>s.write('fd-echo\\n'));
     s.on('data',d=>{if(String(d).includes('fd-echo')){console.log('echoed');process.exit(0)}});
@@ -88,7 +95,7 @@ const qemuPid = async (): Promise<number> => Number((await readFile(runner.paths
 before(async () => {
   host = await testHost();
   const cached = tinyImagePaths();
-  const img = existsSync(cached.manifest) ? { ...cached, cmdline: TINY_CMDLINE } : await buildTinyImage();
+  const img = withProbes(existsSync(cached.manifest) ? { ...cached, cmdline: TINY_CMDLINE } : await buildTinyImage());
   nets = new HostNetworks({ dataDir: host.dataDir });
   await nets.ensure({
     name: `fwnet-${tag}`,
@@ -155,12 +162,19 @@ test('a port blocked by a group rule, rejected, then allowed again, while the gu
     action: 'drop',
     proto: 'tcp',
     ports: { from: TINY_ECHO_PORT, to: TINY_ECHO_PORT },
+    log: true,
   };
   await fw.apply(state(nic({ groups: ['web'] }), [block]));
   assert.equal(await echoProbe('peer'), 'timeout', 'dropped from the peer (bridged path)');
   assert.equal(await echoProbe('host'), 'timeout', 'dropped from the host (output path)');
   const hits = (await fw.counters())[0]!.rules.find((r) => r.ruleId === 'echo')!;
   assert.ok(hits.packets >= 2, `the rule's counter saw the dropped SYNs: ${JSON.stringify(hits)}`);
+  const log = (await run('dmesg', [])).stdout;
+  assert.match(
+    log,
+    new RegExp(`fdfw fwvm/lan echo drop .*DST=${guestIp.replaceAll('.', '\\.')}.*DPT=${TINY_ECHO_PORT}`),
+    'the drop was logged',
+  );
 
   await fw.apply(state(nic({ groups: ['web'] }), [{ ...block, action: 'reject' }]));
   assert.equal(await echoProbe('peer'), 'refused', 'rejected: the peer gets a reset');
@@ -210,6 +224,7 @@ test('a guest that changes its address or its MAC reaches nobody', async () => {
   assert.deepEqual(await ping(), { gw: false, peer: false }, `as ${spoofIp} it reaches nobody`);
   const spoofIpCount = (await fw.counters())[0]!.spoof.packets;
   assert.ok(spoofIpCount > spoofBefore, 'anti-spoofing counted the frames');
+  assert.match((await run('dmesg', [])).stdout, /fdfw fwvm\/lan spoof /, 'spoofed frames were logged');
   await shell.run(`ip addr del ${spoofIp}/24 dev eth0; ip addr add ${guestIp}/24 dev eth0; ip neigh flush all`);
   assert.deepEqual(await ping(), { gw: true, peer: true }, 'back on its own address it reaches both');
 
@@ -222,4 +237,59 @@ test('a guest that changes its address or its MAC reaches nobody', async () => {
   await shell.run(`ip link set eth0 down; ip link set eth0 address ${mac}; ip link set eth0 up`);
   await shell.run(`ip addr replace ${guestIp}/24 dev eth0; ip neigh flush all`);
   assert.deepEqual(await ping(), { gw: true, peer: true }, 'back on its own MAC it reaches both');
+});
+
+test("between two filtered NICs a packet passes the sender's out rules, then the receiver's in rules", async () => {
+  // the peer namespace's veth stands in for a second VM's tap: dispatch is by interface name
+  const peerMac = (await run('ip', ['-n', netns, '-j', 'link', 'show', 'eth0'])).stdout;
+  const b: NicFirewall = {
+    ...nic(),
+    vm: 'peervm',
+    tap: veth,
+    mac: (JSON.parse(peerMac) as Array<{ address: string }>)[0]!.address,
+    addresses: [peerIp],
+  };
+  const echo = { proto: 'tcp' as const, ports: { from: TINY_ECHO_PORT, to: TINY_ECHO_PORT } };
+  const two = (a: Partial<NicFirewall>, bb: Partial<NicFirewall>): FirewallState => ({
+    groups: [
+      { name: 'web', rules: [] },
+      { name: 'db', rules: [] },
+    ],
+    groupMembers: { web: [guestIp], db: [peerIp] },
+    networks: {},
+    nics: [nic(a), { ...b, ...bb }],
+    protectedAddresses: [gateway],
+  });
+  const outDrop: FirewallRule = {
+    id: 'noweb',
+    direction: 'out',
+    action: 'drop',
+    ...echo,
+    peer: { kind: 'group', group: 'web' },
+  };
+  await fw.apply(two({}, { rules: [outDrop] }));
+  assert.equal(await echoProbe('peer'), 'timeout', "the sender's out rule drops it");
+  const bCounters = (await fw.counters()).find((c) => c.tap === veth)!;
+  assert.ok(bCounters.rules.find((r) => r.ruleId === 'noweb')!.packets > 0, "the sender's rule counted it");
+
+  const outAccept: FirewallRule = { ...outDrop, id: 'web', action: 'accept' };
+  const inDrop: FirewallRule = {
+    id: 'nodb',
+    direction: 'in',
+    action: 'drop',
+    ...echo,
+    peer: { kind: 'group', group: 'db' },
+  };
+  await fw.apply(two({ rules: [inDrop] }, { rules: [outAccept], defaultOut: 'drop' }));
+  assert.equal(await echoProbe('peer'), 'timeout', "accepted on the way out, dropped by the receiver's in rule");
+  await fw.apply(two({}, { rules: [outAccept], defaultOut: 'drop' }));
+  assert.equal(await echoProbe('peer'), 'echoed', 'accepted by both');
+
+  await run('ip', ['-n', netns, 'addr', 'replace', `${prefix}.77/24`, 'dev', 'eth0']);
+  try {
+    assert.equal(await echoProbe('peer', `${prefix}.77`), 'timeout', 'from a spoofed source address it reaches nobody');
+    assert.equal(await echoProbe('peer'), 'echoed', 'from its own address it still does');
+  } finally {
+    await run('ip', ['-n', netns, 'addr', 'del', `${prefix}.77/24`, 'dev', 'eth0'], { allowFail: true });
+  }
 });

@@ -24,6 +24,8 @@ export interface TestDaemonOptions {
   etcd?: string;
   /** The host's DATA_DIR/config.json (import and export directories...). */
   config?: { importDirs?: string[]; exportDirs?: string[] };
+  /** The default network of the new installation: user mode (default here) or a NAT bridge. */
+  defaultNetwork?: 'nat' | 'user';
 }
 
 export class TestDaemon {
@@ -63,7 +65,7 @@ export class TestDaemon {
         '--listen',
         '127.0.0.1:0',
         '--default-network',
-        'user',
+        this.opts.defaultNetwork ?? 'user',
         ...(this.opts.hostName ? ['--host-name', this.opts.hostName] : []),
         ...(this.opts.etcd ? ['--etcd', this.opts.etcd] : []),
       ],

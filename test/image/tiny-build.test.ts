@@ -33,8 +33,8 @@ test('concurrent builds share one cache entry; a rebuild elsewhere is byte-ident
   assert.equal([one.built, two.built].filter(Boolean).length, 1, 'exactly one of two concurrent builders builds');
   const leftovers = (await readdir(join(a, 'tiny'))).filter((n) => n.startsWith('.') && n !== '.inputs.json');
   assert.deepEqual(leftovers, [], 'no temp build dirs or lock files are left behind');
-  assert.equal(tinyImagePaths(join(a, 'tiny', 'latest')).disk, join(a, 'tiny', 'latest', 'disk.vhd'));
-  assert.equal(await sha(tinyImagePaths(join(a, 'tiny', 'latest')).disk), await sha(one.disk), 'latest points at it');
+  assert.equal(tinyImagePaths(join(a, 'tiny', 'current')).disk, join(a, 'tiny', 'current', 'disk.vhd'));
+  assert.equal(await sha(tinyImagePaths(join(a, 'tiny', 'current')).disk), await sha(one.disk), 'current points at it');
 
   const cached = await buildTinyImage({ cacheDir: a });
   assert.equal(cached.built, false, 'a second call reuses the cache');

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ProbeWatcher, type EventOf, type StampedEvent, type WaitOptions } from '../../src/host/images/probe-watch.js';
 import type { ProbeEvent } from '../../src/host/images/probes.js';
-import type { TinyImage } from '../../src/host/images/tiny.js';
+import { withProbes, type TinyImage } from '../../src/host/images/tiny.js';
 
 export type Stamped = StampedEvent;
 
@@ -46,7 +46,14 @@ export async function privateDisk(image: TinyImage): Promise<{ dir: string; disk
 export function bootTiny(
   image: TinyImage,
   disk: string,
-  opts: { machine?: string; extraArgs?: string[]; hostfwdPort?: number; append?: string } = {},
+  opts: {
+    machine?: string;
+    extraArgs?: string[];
+    hostfwdPort?: number;
+    append?: string;
+    /** Ask for the console probes (default); false boots the quiet demo console. */
+    probes?: boolean;
+  } = {},
 ): TinyGuest {
   const net = opts.hostfwdPort
     ? [
@@ -72,7 +79,7 @@ export function bootTiny(
       '-initrd',
       image.initrd,
       '-append',
-      `${image.cmdline}${opts.append ? ' ' + opts.append : ''}`,
+      `${(opts.probes === false ? image : withProbes(image)).cmdline}${opts.append ? ' ' + opts.append : ''}`,
       '-drive',
       `file=${disk},format=vpc,if=virtio`,
       ...net,

@@ -45,7 +45,7 @@ const others = (...not: string[]): string[] => ['h1', 'h2', 'h3'].filter((h) => 
 
 before(async () => {
   lab = await Lab.up({ hosts: 3, prefix: PREFIX, force: true });
-  const r = await labCli(lab, 'h1', ['image', 'build', 'tiny']);
+  const r = await labCli(lab, 'h1', ['image', 'build', 'tiny', '--probes']);
   assert.equal(r.code, 0, r.stderr);
 });
 after(async () => {

@@ -90,7 +90,7 @@ async function memoryMoving(via: string, taskId: string): Promise<void> {
 
 before(async () => {
   lab = await Lab.up({ hosts: 3, prefix: PREFIX, force: true });
-  await json('h1', ['image', 'build', 'tiny']);
+  await json('h1', ['image', 'build', 'tiny', '--probes']);
 });
 after(async () => {
   await Lab.destroy(PREFIX);

@@ -35,7 +35,7 @@ interface Task {
 
 before(async () => {
   lab = await Lab.up({ hosts: 3, prefix: PREFIX, force: true });
-  const r = await cli('h1', ['image', 'build', 'tiny']);
+  const r = await cli('h1', ['image', 'build', 'tiny', '--probes']);
   assert.equal(r.code, 0, r.stderr);
 });
 after(async () => {

@@ -49,7 +49,7 @@ process.on('SIGTERM', () => {
 
 before(async () => {
   lab = await Lab.up({ hosts: 3, prefix: PREFIX, force: true });
-  assert.equal((await cli('h1', ['image', 'build', 'tiny'])).code, 0);
+  assert.equal((await cli('h1', ['image', 'build', 'tiny', '--probes'])).code, 0);
 });
 after(async () => {
   await Lab.destroy(PREFIX);

@@ -75,9 +75,9 @@ export class RawClient {
     for (const f of w) f();
   }
 
-  static connect(path: string): Promise<RawClient> {
+  static connect(to: string | { host: string; port: number }): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const s = createConnection(path);
+      const s = typeof to === 'string' ? createConnection(to) : createConnection(to);
       s.once('connect', () => resolve(new RawClient(s)));
       s.once('error', reject);
     });

@@ -343,7 +343,7 @@ describe('NBD server handshake options', () => {
   before(async () => ({ dir, cleanup } = await tempDir('fd-nbd-opt-')));
   after(async () => cleanup());
 
-  test('qemu-nbd --list sees the export, its description, block sizes and base:allocation', async () => {
+  test('exports are never listed (qemu-nbd --list, nbdinfo --list); nbdinfo of the name sees size, description, block sizes, base:allocation', async () => {
     const file = join(dir, 'list.raw');
     const dev = await FileDevice.create(file, 4 * MiB);
     const socket = join(dir, 'list.sock');
@@ -354,14 +354,22 @@ describe('NBD server handshake options', () => {
       description: 'vm1 root',
     });
     try {
-      // LIST, INFO (per export) and LIST_META_CONTEXT, from QEMU's own client.
-      const out = (await run('qemu-nbd', ['--list', '-k', socket])).stdout;
-      assert.match(out, /export: 'disk0'/);
+      // NBD_OPT_LIST is refused by policy: an export name is a capability, never shown.
+      const list = await run('qemu-nbd', ['--list', '-k', socket], { allowFail: true });
+      assert.notEqual(list.code, 0);
+      assert.match(list.stderr, /Denied by server for option 3/);
+      assert.doesNotMatch(list.stdout + list.stderr, /disk0/);
+      const list2 = await run('nbdinfo', ['--list', nbdUrl(socket, '')], { allowFail: true });
+      assert.notEqual(list2.code, 0);
+      assert.doesNotMatch(list2.stdout + list2.stderr, /disk0/);
+      // INFO/GO and LIST_META_CONTEXT of the name the client knows, from libnbd's client.
+      const out = (await run('nbdinfo', [nbdUrl(socket, 'disk0')])).stdout;
       assert.match(out, /description: vm1 root/);
-      assert.match(out, /size:\s+4194304/);
-      assert.match(out, /min block: 512/);
-      assert.match(out, /max block: 33554432/);
+      assert.match(out, /export-size: 4194304/);
+      assert.match(out, /block_size_minimum: 512/);
+      assert.match(out, /block_size_maximum: 33554432/);
       assert.match(out, /base:allocation/);
+      assert.match(out, /can_df: true/);
       // The named export works through a URL that names it; the default name is not served.
       await qemuIo(socket, ['write -P 0x12 0 4k'], { url: nbdUrl(socket, 'disk0') });
       assert.deepEqual(await dev.read(0, 4096), Buffer.alloc(4096, 0x12));

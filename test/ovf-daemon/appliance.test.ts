@@ -63,7 +63,7 @@ before(async () => {
   work = await mkdtemp(join(tmpdir(), 'fd-ovfd-'));
   // The daemon reads and writes appliances by path only in the directories its host names.
   d = await TestDaemon.start({ config: { importDirs: [work, FIXTURES], exportDirs: [work] } });
-  const r = await d.cli(['image', 'build', 'tiny']);
+  const r = await d.cli(['image', 'build', 'tiny', '--probes']);
   assert.equal(r.code, 0, r.stderr);
   pattern = randomBytes(1024 * 1024);
   // The source VM: never booted; its disk gets a counter value and a random MiB through our
@@ -424,6 +424,26 @@ test('an appliance whose disk names host files is refused: a VMDK extent in an O
   const evil = join(work, 'evil.ova');
   await run('tar', ['cf', evil, '-C', dir, ovfName, diskName]);
   await failsLeavingNothing(['ovf', 'import', evil, '--name', 'evil'], 'FD_DISK_EXTERNAL_REFERENCE');
+  // An operator: host paths are refused, an upload is inspected and its disk refused the same way.
+  const op = (await d.json<{ token: string }>(['token', 'create', 'appl-op', '--role', 'operator'])).token;
+  const byPath = await d.api('POST', '/api/v1/appliances/actions/import', { file: evil }, op);
+  assert.match(JSON.stringify(byPath.body), /FD_FORBIDDEN/);
+  const up = await fetch(`${d.url}/api/v1/appliances/upload`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${op}`, 'content-type': 'application/octet-stream' },
+    body: await readFile(evil),
+  });
+  const uploaded = (await up.json()) as { file: string };
+  assert.equal(up.status, 200, JSON.stringify(uploaded));
+  const fp = await footprint();
+  const imp = await d.api(
+    'POST',
+    '/api/v1/appliances/actions/import?wait=true',
+    { file: uploaded.file, name: 'evil' },
+    op,
+  );
+  assert.equal((imp.body as Task).error?.code, 'FD_DISK_EXTERNAL_REFERENCE', JSON.stringify(imp.body));
+  assert.deepEqual(await footprint(), fp);
   // The same package unpacked, its disk a link to a host file.
   await rm(join(dir, diskName));
   await symlink(join(d.dataDir, 'token'), join(dir, diskName));

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { run, waitFor } from '../../src/core/process.js';
 import { createDifferencingVhd } from '../../src/disk/vhd/create.js';
 import { parseProbeLine } from '../../src/host/images/probes.js';
-import { buildTinyImage, tinyImagePaths, TINY_CMDLINE } from '../../src/host/images/tiny.js';
+import { buildTinyImage, tinyImagePaths, TINY_CMDLINE, withProbes } from '../../src/host/images/tiny.js';
 import { HostNetworks } from '../../src/host/network.js';
 import { linkExists, tapName } from '../../src/host/tap.js';
 import { testHost, type TestHost } from './helpers.js';
@@ -26,7 +26,7 @@ after(async () => {
 
 test('a guest on the managed bridge gets a DHCP address; its tap goes away with the VM', async () => {
   const cached = tinyImagePaths();
-  const img = existsSync(cached.manifest) ? { ...cached, cmdline: TINY_CMDLINE } : await buildTinyImage();
+  const img = withProbes(existsSync(cached.manifest) ? { ...cached, cmdline: TINY_CMDLINE } : await buildTinyImage());
   const tag = randomBytes(3).toString('hex');
   const bridge = `fdtv${tag}`;
   const third = randomBytes(1)[0]!;

@@ -15,7 +15,13 @@ import { sleep, waitFor } from '../../src/core/process.js';
 import { createDifferencingVhd } from '../../src/disk/vhd/create.js';
 import { parseProbeLine, type ProbeEvent } from '../../src/host/images/probes.js';
 import { existsSync } from 'node:fs';
-import { buildTinyImage, tinyImagePaths, TINY_CMDLINE, type TinyImagePaths } from '../../src/host/images/tiny.js';
+import {
+  buildTinyImage,
+  tinyImagePaths,
+  TINY_CMDLINE,
+  withProbes,
+  type TinyImagePaths,
+} from '../../src/host/images/tiny.js';
 import type { VmRunner } from '../../src/host/runner.js';
 import type { VmSpecInput } from '../../src/qemu/spec.js';
 import { nextEvent, testHost, type TestHost } from './helpers.js';
@@ -26,7 +32,7 @@ before(async () => {
   host = await testHost();
   // the cached image as is (building checks apt for package versions, which is slow)
   const cached = tinyImagePaths();
-  img = existsSync(cached.manifest) ? { ...cached, cmdline: TINY_CMDLINE } : await buildTinyImage();
+  img = withProbes(existsSync(cached.manifest) ? { ...cached, cmdline: TINY_CMDLINE } : await buildTinyImage());
 });
 after(async () => {
   await host.dispose();

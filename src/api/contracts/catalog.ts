@@ -32,6 +32,7 @@ export const imageBuild = taskOperation({
   input: z.strictObject({
     name: z.literal('tiny').describe('which built-in image (tiny)'),
     force: flag('rebuild even if cached'),
+    probes: flag('boot it with the console probes on (heartbeat, counter, echo: for tests and benchmarks)'),
   }),
   output: Loose,
   permission: 'admin',

@@ -28,9 +28,9 @@ export const ovfImport = taskOperation({
     deployment: z.string().min(1).max(256).optional().describe('deployment option (DeploymentOptionSection)'),
   }),
   output: Loose,
-  // Reading a host file is the host's administrator's call.
-  permission: 'admin',
-  errors: ['FD_OVF_NOT_FOUND', 'FD_OVF_EULA_NOT_ACCEPTED', 'FD_DISK_EXTERNAL_REFERENCE'],
+  // Uploads for anyone who may write; any other host file is the administrator's call.
+  permission: 'write',
+  errors: ['FD_OVF_NOT_FOUND', 'FD_OVF_EULA_NOT_ACCEPTED', 'FD_DISK_EXTERNAL_REFERENCE', 'FD_FORBIDDEN'],
   cli: {
     noun: 'ovf',
     verb: 'import',

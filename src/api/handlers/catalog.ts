@@ -21,10 +21,10 @@ import { handle, handleTask, type Binding } from '../handler.js';
 export const catalogHandlers: Binding[] = [
   handle(imageList, async ({ svc }) => svc.catalog.listImages()),
   handle(imageShow, async ({ svc }, { name }) => svc.catalog.getImage(name)),
-  handleTask(imageBuild, async ({ svc }, { name, force }) => ({
+  handleTask(imageBuild, async ({ svc }, { name, force, probes }) => ({
     title: `build image ${name}`,
     target: { kind: 'image', id: name, name },
-    work: (t) => svc.provisioner.images.buildTiny(force, t),
+    work: (t) => svc.provisioner.images.buildTiny(force, t, probes),
   })),
   handleTask(imageImport, async ({ svc }, { file, name }) => {
     await checkImportSource(file, await importDirs(svc.dataDir), { notFound: 'FD_IMAGE_FILE_NOT_FOUND' });

@@ -1,6 +1,8 @@
 /** Handlers of appliance import and export (contracts/ovf.ts). */
+import { join } from 'node:path';
+import { FdError } from '../../core/errors.js';
 import { exportDirs, importDirs } from '../../host/host-config.js';
-import { checkExportTarget, checkImportSource } from '../../host/import-paths.js';
+import { checkExportTarget, checkImportSource, isInsideDir } from '../../host/import-paths.js';
 import { planExport, runExport } from '../../appliance/export.js';
 import { planImport, runImport, type ApplianceHost } from '../../appliance/import.js';
 import { ovfExport, ovfImport } from '../contracts/ovf.js';
@@ -13,11 +15,25 @@ const applianceHost = ({ svc }: OpContext): ApplianceHost => ({
   vmsDir: svc.provisioner.disks.vmsDir,
 });
 
+/**
+ * Where a caller may import an appliance from: what was uploaded (appliance-upload.ts) for
+ * anyone who may write; the host's import directories for an admin.
+ */
+async function applianceSources(ctx: OpContext, file: string): Promise<string[]> {
+  const uploads = join(ctx.svc.dataDir, 'appliances', 'uploads');
+  if (await isInsideDir(file, uploads)) return [uploads];
+  if (ctx.role !== 'admin')
+    throw new FdError('FD_FORBIDDEN', `token "${ctx.caller}" (${ctx.role}) may not import host files`, {
+      hint: 'upload the .ova (POST /api/v1/appliances/upload), or use an admin token',
+    });
+  return importDirs(ctx.svc.dataDir);
+}
+
 export const ovfHandlers: Binding[] = [
   handleTask(ovfImport, async (ctx, input) => {
     const host = applianceHost(ctx);
     const allowed = async (): Promise<string> =>
-      checkImportSource(input.file, await importDirs(ctx.svc.dataDir), { notFound: 'FD_OVF_NOT_FOUND' });
+      checkImportSource(input.file, await applianceSources(ctx, input.file), { notFound: 'FD_OVF_NOT_FOUND' });
     await allowed();
     const plan = await planImport(host, {
       file: input.file,

@@ -19,6 +19,7 @@ import {
   vmStop,
   type VmCreateInput,
 } from '../contracts/vms.js';
+import { vmDetails } from './vm-details.js';
 import { handle, handleTask, type Binding, type OpContext, type TaskPlan } from '../handler.js';
 
 /** A VM as the API shows it: its view plus one-word columns for tables. */
@@ -93,7 +94,10 @@ const running = (vm: VmView): boolean => vm.state === 'running' || vm.state === 
 
 export const vmHandlers: Binding[] = [
   handle(vmList, async ({ svc }) => svc.vms.list().map(summary)),
-  handle(vmShow, async ({ svc }, { id }) => summary(await svc.vms.get(id))),
+  handle(vmShow, async ({ svc }, { id }) => {
+    const vm = await svc.vms.get(id);
+    return { ...summary(vm), ...(await vmDetails(svc, vm)) };
+  }),
   handleTask(vmCreate, async (ctx, input) => {
     checkRequest(ctx, input);
     // Placement happens here, on whichever host the call reached; the chosen host runs the task.

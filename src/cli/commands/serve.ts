@@ -30,7 +30,7 @@ export const serveCommands: CommandDef[] = [
       },
       'default-network': {
         type: 'string',
-        description: 'default network of a new installation: nat (bridge fdbr0, DHCP) or user',
+        description: 'default network of a new installation: nat (a free bridge fdbrN on 10.88.N.0/24, DHCP) or user',
         value: 'nat|user',
       },
       'stop-etcd': { type: 'boolean', description: 'also stop the private etcd when the daemon stops' },

@@ -3,13 +3,14 @@
  * its content key), imports of ISOs and disk images (converted to VHD), and deletion of an
  * image no VM uses.
  */
-import { copyFile, mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { produceFileAtomic } from '../../core/atomic-file.js';
 import { FdError } from '../../core/errors.js';
 import { importDirs } from '../../host/host-config.js';
 import { importImageFile } from '../../host/image-import.js';
-import { buildTinyImage } from '../../host/images/tiny.js';
+import { buildTinyImage, withProbes } from '../../host/images/tiny.js';
+import { copyPrivate } from '../../host/private-files.js';
 import { openImportSource } from '../../host/import-paths.js';
 import type { ImageRecord } from '../state/model.js';
 import type { State } from '../state/state.js';
@@ -36,10 +37,11 @@ export class Images {
     return join(this.dir, '.uploads');
   }
 
-  async buildTiny(force: boolean, t: TaskHandle): Promise<ImageRecord> {
+  /** `probes`: VMs of the image boot with the console probes on (tests, benchmarks). */
+  async buildTiny(force: boolean, t: TaskHandle, probes = false): Promise<ImageRecord> {
     t.log('building the tiny image from Debian packages (cached after the first build)');
     const img = await buildTinyImage({ force, onProgress: (p) => t.progress(p) });
-    return this.registerTiny(img);
+    return this.registerTiny(probes ? withProbes(img) : img);
   }
 
   /** Copies a built tiny image into the data dir under its content key and records it. */
@@ -47,14 +49,14 @@ export class Images {
     const base = join(this.dir, `tiny-${img.key.slice(0, 12)}`);
     const disk = `${base}.vhd`;
     const existing = this.o.state.catalog.findImage('tiny');
-    if (existing?.path === disk) return existing;
+    if (existing?.path === disk && existing.cmdline === img.cmdline) return existing;
     await mkdir(this.dir, { recursive: true });
     for (const [from, to] of [
       [img.disk, disk],
       [img.kernel, `${base}.vmlinuz`],
       [img.initrd, `${base}.initrd`],
     ] as const) {
-      await produceFileAtomic(to, (tmp) => copyFile(from, tmp));
+      await produceFileAtomic(to, (tmp) => copyPrivate(from, tmp));
     }
     const rec: ImageRecord = {
       name: 'tiny',

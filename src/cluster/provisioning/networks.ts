@@ -5,12 +5,10 @@
  */
 import { FdError } from '../../core/errors.js';
 import { bridgesAllowed, HostNetworks } from '../../host/network.js';
+import { chooseDefaultNetwork, claimNetwork } from '../../host/network-choice.js';
 import type { HostRecord, NetworkRecord } from '../state/model.js';
 import type { State } from '../state/state.js';
 
-/** The default NAT network of a host: guests get 10.88.0.x by DHCP and reach out through NAT. */
-export const DEFAULT_BRIDGE = 'fdbr0';
-export const DEFAULT_SUBNET = '10.88.0.0/24';
 /** .1-.99 of a cluster network are hosts' own addresses on the segment; VMs get .100 and up. */
 const HOST_SLOTS = 99;
 const FIRST_VM_ADDRESS = 100;
@@ -22,14 +20,23 @@ export class NetworkProvisioner {
     this.networks = new HostNetworks({ dataDir: o.dataDir });
   }
 
-  /** Records the installation's default network (once), then brings every network up here. */
+  /**
+   * Records the installation's default network (once), then brings every network up here. The
+   * default network is chosen once (a free bridge and subnet: daemons run side by side) and
+   * recorded; an installation from before claims what it recorded.
+   */
   async init(): Promise<void> {
     const createdAt = new Date().toISOString();
-    const net: NetworkRecord =
-      this.o.defaultNetwork === 'nat' && (await bridgesAllowed())
-        ? { name: 'default', kind: 'nat', bridge: DEFAULT_BRIDGE, cidr: DEFAULT_SUBNET, vni: null, createdAt }
-        : { name: 'default', kind: 'user', bridge: null, cidr: '10.0.2.0/24', vni: null, createdAt };
-    await this.o.state.catalog.createNetwork(net); // false when it exists: the first one stays
+    const existing = this.o.state.catalog.findNetwork('default');
+    if (existing?.kind === 'nat' && existing.bridge && existing.cidr)
+      await claimNetwork({ bridge: existing.bridge, cidr: existing.cidr }, this.o.dataDir);
+    if (!existing) {
+      const net: NetworkRecord =
+        this.o.defaultNetwork === 'nat' && (await bridgesAllowed())
+          ? { name: 'default', kind: 'nat', ...(await chooseDefaultNetwork(this.o.dataDir)), vni: null, createdAt }
+          : { name: 'default', kind: 'user', bridge: null, cidr: '10.0.2.0/24', vni: null, createdAt };
+      await this.o.state.catalog.createNetwork(net); // false when another daemon recorded one first
+    }
     await this.ensureNat();
     await this.refreshCluster();
   }

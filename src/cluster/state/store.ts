@@ -65,6 +65,9 @@ export class Store implements KvStore {
         'grpc.keepalive_time_ms': 10_000,
         'grpc.keepalive_timeout_ms': 5_000,
         'grpc.keepalive_permit_without_calls': 1,
+        // A range read of 10,000 VM records is ~5 MB: over gRPC's 4 MiB default, the VM list
+        // failed with RESOURCE_EXHAUSTED (found by bench/ui). etcd's own reply limit is larger.
+        'grpc.max_receive_message_length': 256 * 1024 * 1024,
       },
     });
   }

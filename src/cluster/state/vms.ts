@@ -18,6 +18,8 @@ export interface VmView extends VmRecord {
   pid: number | null;
   lastError: string | null;
   restarts: number;
+  /** When the VM entered its current state (its uptime, while it runs). */
+  since: string | null;
   /** Mirroring state, when the VM is protected (vm protect). */
   protection: Pick<
     ProtectionRecord,
@@ -118,6 +120,7 @@ export class VmRepo {
       pid: status?.pid ?? null,
       lastError: status?.lastError ?? null,
       restarts: status?.restarts ?? 0,
+      since: status?.since ?? null,
     };
   }
 

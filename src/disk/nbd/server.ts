@@ -9,11 +9,12 @@
  * reply, flush, remove the socket. Neither closes the device; its owner does.
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { createSecureContext } from 'node:tls';
 import { chmod, unlink } from 'node:fs/promises';
 import type { BlockDevice } from '../block-device.js';
 import { FdError, isErrno } from '../../core/errors.js';
 import { silentLogger, type Logger } from '../../core/log.js';
-import { NbdConnection, type NbdExport } from './connection.js';
+import { NbdConnection, type ConnectionTls, type NbdExport } from './connection.js';
 import { IoOrder } from './io-order.js';
 
 export interface NbdServerOptions {
@@ -36,6 +37,21 @@ export interface NbdServerOptions {
    * refuses everyone regardless.
    */
   admit?: () => boolean;
+  /** NBD_OPT_STARTTLS with client certificates (mutual TLS). */
+  tls?: NbdTlsOptions;
+}
+
+/**
+ * Mutual TLS: clients must present a certificate that chains to `caPem` (the cluster CA);
+ * we present `certPem`. QEMU's client takes this with a tls-creds-x509 object (endpoint=client,
+ * a dir holding ca-cert.pem, client-cert.pem and client-key.pem).
+ */
+export interface NbdTlsOptions {
+  certPem: string | Buffer;
+  keyPem: string | Buffer;
+  caPem: string | Buffer;
+  /** Refuse every option but STARTTLS until TLS is on (default true: a client without TLS gets nothing). */
+  required?: boolean;
 }
 
 export interface NbdServer {
@@ -62,6 +78,7 @@ export async function startNbdServer(opts: NbdServerOptions): Promise<NbdServer>
     ...(opts.description ? { description: opts.description } : {}),
   };
   const order = new IoOrder();
+  const tls: ConnectionTls | null = opts.tls ? tlsOf(opts.tls) : null;
   const conns = new Set<NbdConnection>();
   let fenced = false;
   let closing = false;
@@ -72,7 +89,7 @@ export async function startNbdServer(opts: NbdServerOptions): Promise<NbdServer>
       socket.destroy();
       return;
     }
-    const conn = new NbdConnection(socket, { export: exp, order, log, refusing: () => fenced || closing });
+    const conn = new NbdConnection(socket, { export: exp, order, log, refusing: () => fenced || closing }, tls);
     conns.add(conn);
     socket.once('close', () => conns.delete(conn));
   });
@@ -88,6 +105,7 @@ export async function startNbdServer(opts: NbdServerOptions): Promise<NbdServer>
     socket: opts.tcp ? `${opts.tcp.host}:${opts.tcp.port}` : opts.socketPath,
     export: exp.name,
     readOnly: exp.readOnly,
+    tls: tls ? (tls.required ? 'required' : 'offered') : 'off',
   });
 
   let closed: Promise<void> | null = null;
@@ -126,6 +144,23 @@ export async function startNbdServer(opts: NbdServerOptions): Promise<NbdServer>
       return closed;
     },
   };
+}
+
+function tlsOf(o: NbdTlsOptions): ConnectionTls {
+  try {
+    const options = { cert: o.certPem, key: o.keyPem, ca: o.caPem, minVersion: 'TLSv1.2' as const };
+    createSecureContext(options); // refuses a bad certificate, key or CA now, not at the first client
+    return { options, required: o.required !== false };
+  } catch (err) {
+    throw new FdError(
+      'FD_NBD_TLS_CONFIG',
+      `the NBD server's TLS certificate, key or CA is not usable: ${(err as Error).message}`,
+      {
+        hint: 'check that the files are PEM, that the key belongs to the certificate, and that the CA file holds the CA certificate',
+        cause: err,
+      },
+    );
+  }
 }
 
 function listenTcp(server: Server, host: string, port: number): Promise<void> {

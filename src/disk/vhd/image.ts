@@ -1,37 +1,28 @@
 /**
  * VhdImage: one open VHD (fixed, dynamic or differencing, with its parent chain) as a
- * BlockDevice. This is the disk data path the NBD server serves to QEMU.
+ * BlockDevice. This is the disk data path the NBD server serves to QEMU. This file holds
+ * opening and the read side; writes go through the VhdWriter (writer.ts), which batches them
+ * and holds the crash-safety rules.
  *
- * Crash safety of writes (a SIGKILL or power cut at any point leaves an image that opens and
- * returns, for every sector, the old or the new data):
- *  - a new block goes where the trailing footer was; we first write a new trailing footer past
- *    the block, so the file ends in a valid footer at every step, then the data, then the
- *    block's sector bitmap, then (after fdatasync) its BAT entry. Until the BAT entry lands,
- *    readers see the old data (parent or zeros); leftover space is reused on the next open.
- *  - a write into an allocated block writes the data first and sets its bitmap bits after.
- *  - flush() is fsync; FUA writes fdatasync before they return.
- * Metadata changes are serialized by a mutex; reads run concurrently and see the in-memory
- * BAT/bitmaps, which change only after the matching bytes are on disk.
+ * Metadata changes are serialized by one mutex (the writer's batches and every exclusive
+ * operation take it); reads run concurrently and see the in-memory BAT/bitmaps, which change
+ * only after the matching bytes are in the file.
  */
 import { realpath, type FileHandle } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { BlockDevice, Extent, WriteOptions } from '../block-device.js';
-import { allSet, bitmapBytes, bitRuns, parseBat, setBits, UNUSED } from './bat.js';
+import { allSet, bitmapBytes, bitRuns, parseBat, UNUSED } from './bat.js';
 import { isFile, MAX_CHAIN_DEPTH, parentCandidates, readLocators } from './chain.js';
-import { HEADER_SIZE, parseDynamicHeader, type DynamicHeader, locatorSpaceBytes } from './dynamic-header.js';
+import { HEADER_SIZE, parseDynamicHeader, type DynamicHeader } from './dynamic-header.js';
 import { vhdError, REPAIR_HINT } from './errors.js';
-import {
-  FOOTER_SIZE,
-  footerChecksumOk,
-  formatUuid,
-  hasFooterCookie,
-  parseFooter,
-  serializeFooter,
-  type Footer,
-} from './footer.js';
+import { FOOTER_SIZE, formatUuid, serializeFooter, type Footer } from './footer.js';
 import { MAX_VHD_BYTES, virtualSizeOf } from './geometry.js';
-import { Mutex, openImageFile, readAt, readInto, roundUp, SECTOR, writeAt } from './io.js';
+import { Mutex, openImageFile, readAt, readInto, SECTOR, writeAt } from './io.js';
+import { readFooter, validateLayout, type FooterSource } from './layout.js';
+import { VhdWriter } from './writer.js';
 import { checkRange, checkWritable } from '../io-range.js';
+
+export type { FooterSource } from './layout.js';
 
 export interface VhdOpenOptions {
   write?: boolean;
@@ -42,16 +33,20 @@ export interface VhdOpenOptions {
    * see until they are complete and renamed into place (convert, compact).
    */
   unsafeNoSync?: boolean;
+  /**
+   * How far past its data a growing dynamic image reserves space (a sparse hole, given back at
+   * close), so most allocations need no sync. Default 32 MiB; tests make it small.
+   */
+  reserveBytes?: number;
   /** Open a differencing disk without its parent (check, info of a broken chain). */
   noParent?: boolean;
   /** Internal: real paths already in this chain, for loop detection. */
   chain?: string[];
 }
 
-/** Where the footer we trust came from: the end of the file, or the copy at offset 0 after a crash. */
-export type FooterSource = 'tail' | 'head';
+type Missing = Array<[VhdImage, number]>;
 
-const ZERO_CHUNK = 4 * 1024 * 1024;
+const DEFAULT_RESERVE_BYTES = 32 * 1024 * 1024;
 
 export class VhdImage implements BlockDevice {
   readonly readOnly: boolean;
@@ -65,7 +60,8 @@ export class VhdImage implements BlockDevice {
   parentTimestampMismatch = false;
   private readonly bitmaps = new Map<number, Buffer>();
   private readonly mutex = new Mutex();
-  private footerBytes: Buffer;
+  private readonly writer: VhdWriter;
+  private footerBytesNow: Buffer;
   private closed = false;
 
   private constructor(
@@ -84,10 +80,11 @@ export class VhdImage implements BlockDevice {
     this.sizeBytes = Math.floor(virtualSizeOf(footer) / SECTOR) * SECTOR;
     this.fileSize = fileSize;
     this.nextFree = nextFree;
-    this.footerBytes = serializeFooter(footer);
+    this.footerBytesNow = serializeFooter(footer);
     const bs = header?.blockSize ?? 0;
     this.sectorsPerBlock = bs / SECTOR;
     this.bitmapSize = header ? bitmapBytes(bs) : 0;
+    this.writer = new VhdWriter(this, this.mutex);
   }
 
   get blockSize(): number {
@@ -183,7 +180,7 @@ export class VhdImage implements BlockDevice {
   // ---- BlockDevice -------------------------------------------------------------------------
 
   async read(offset: number, length: number): Promise<Buffer> {
-    this.checkRange(offset, length);
+    checkRange(this, this.closed, offset, length);
     // Every byte is written below (data, parent data or explicit zeros), so no need to pre-zero.
     const out = Buffer.allocUnsafe(length);
     await this.readInto(out, 0, offset, length);
@@ -191,108 +188,63 @@ export class VhdImage implements BlockDevice {
   }
 
   async write(offset: number, data: Buffer, opts: WriteOptions = {}): Promise<void> {
-    this.checkWritable();
-    this.checkRange(offset, data.length);
+    checkWritable(this);
+    checkRange(this, this.closed, offset, data.length);
     if (data.length === 0) return;
-    await this.mutex.run(async () => {
-      await this.writeLocked(offset, data);
-      if (opts.fua) await this.fh.datasync();
-    });
+    return this.writer.write(offset, data, opts.fua === true);
   }
 
   async writeZeroes(offset: number, length: number, opts: WriteOptions & { mayTrim?: boolean } = {}): Promise<void> {
-    this.checkWritable();
-    this.checkRange(offset, length);
+    checkWritable(this);
+    checkRange(this, this.closed, offset, length);
     if (length === 0) return;
-    await this.mutex.run(async () => {
-      const end = offset + length;
-      let pos = offset;
-      while (pos < end) {
-        const step = this.bat
-          ? Math.min(this.blockSize - (pos % this.blockSize), end - pos)
-          : Math.min(ZERO_CHUNK, end - pos);
-        if (this.bat && (await this.readsZeroWithoutWriting(pos, step))) {
-          pos += step;
-          continue;
-        }
-        if (opts.mayTrim && this.bat && !this.parent && this.footer.diskType === 'dynamic' && step === this.blockSize) {
-          // A whole block of a dynamic disk: unallocating it is one atomic 4-byte BAT write, and it
-          // reads as zeros from then on. Its space is reclaimed by compact.
-          await this.unallocate(Math.floor(pos / this.blockSize));
-          pos += step;
-          continue;
-        }
-        for (let p = pos; p < pos + step; p += ZERO_CHUNK) {
-          const n = Math.min(ZERO_CHUNK, pos + step - p);
-          await this.writeLocked(p, zeroBuffer(n));
-        }
-        pos += step;
-      }
-      if (opts.fua) await this.fh.datasync();
-    });
+    await this.writer.writeZeroes(offset, length, opts.fua === true, opts.mayTrim === true);
   }
 
   /** Advisory: we keep the data (a later compact drops all-zero blocks). */
   async trim(offset: number, length: number): Promise<void> {
-    this.checkWritable();
-    this.checkRange(offset, length);
+    checkWritable(this);
+    checkRange(this, this.closed, offset, length);
   }
 
   async flush(): Promise<void> {
     if (this.readOnly) return;
-    await this.mutex.run(() => this.fh.sync());
+    await this.writer.exclusive(() => this.fh.sync());
   }
 
   async blockStatus(offset: number, length: number): Promise<Extent[]> {
-    this.checkRange(offset, length);
-    const out: Extent[] = [];
-    const push = (e: Extent): void => {
-      if (e.length === 0) return;
-      const last = out[out.length - 1];
-      if (last && last.hole === e.hole && last.zero === e.zero && last.offset + last.length === e.offset) {
-        last.length += e.length;
-      } else out.push({ ...e });
-    };
-    if (!this.bat) {
-      push({ offset, length, hole: false, zero: false });
-      return out;
+    checkRange(this, this.closed, offset, length);
+    for (;;) {
+      const missing: Missing = [];
+      const out = this.statusWalk(offset, length, missing);
+      if (missing.length === 0) return out;
+      // Load every bitmap the walk lacked, then walk again (a child's partial block may need
+      // its parent's bitmaps next).
+      await Promise.all(missing.map(([img, blk]) => img.bitmap(blk)));
     }
-    const end = offset + length;
-    let pos = offset;
-    while (pos < end) {
-      const blk = Math.floor(pos / this.blockSize);
-      const inBlk = pos - blk * this.blockSize;
-      const n = Math.min(this.blockSize - inBlk, end - pos);
-      if (this.bat[blk] === UNUSED) {
-        for (const e of await this.parentStatus(pos, n)) push(e);
-      } else {
-        const bm = await this.bitmap(blk);
-        for (const [s, cnt, present] of bitRuns(
-          bm,
-          Math.floor(inBlk / SECTOR),
-          Math.ceil((inBlk + n) / SECTOR) - Math.floor(inBlk / SECTOR),
-        )) {
-          const a = Math.max(pos, blk * this.blockSize + s * SECTOR);
-          const b = Math.min(pos + n, blk * this.blockSize + (s + cnt) * SECTOR);
-          if (present) push({ offset: a, length: b - a, hole: false, zero: false });
-          else for (const e of await this.parentStatus(a, b - a)) push(e);
-        }
-      }
-      pos += n;
-    }
-    return out;
+  }
+
+  /**
+   * The allocation map of a range when it can be answered from memory (the BAT and the
+   * bitmaps read so far), else null. Lets the NBD server answer a read of a hole at once.
+   */
+  cachedStatus(offset: number, length: number): Extent[] | null {
+    const missing: Missing = [];
+    const out = this.statusWalk(offset, length, missing);
+    return missing.length ? null : out;
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.mutex.run(async () => {
+    await this.writer.exclusive(async () => {
+      if (!this.readOnly) await this.writer.dropReserve();
       await this.fh.close();
     });
     await this.parent?.close();
   }
 
-  // ---- engine internals (used by merge, compact, check, convert) ----------------------------
+  // ---- engine internals (used by the writer, merge, compact, check, convert) ----------------
 
   /** The sector bitmap of an allocated block (cached; callers must not mutate it). */
   async bitmap(blk: number): Promise<Buffer> {
@@ -300,9 +252,17 @@ export class VhdImage implements BlockDevice {
     if (!bm) {
       const entry = this.bat![blk]!;
       bm = await readAt(this.fh, entry * SECTOR, this.bitmapSize, `the sector bitmap of block ${blk}`);
+      // A write may have cached a newer bitmap while we read this one.
+      bm = this.bitmaps.get(blk) ?? bm;
       this.bitmaps.set(blk, bm);
     }
     return bm;
+  }
+
+  /** The writer's view of the bitmap cache: set once the bitmap is in the file, dropped with its block. */
+  cacheBitmap(blk: number, bm: Buffer | null): void {
+    if (bm) this.bitmaps.set(blk, bm);
+    else this.bitmaps.delete(blk);
   }
 
   /** Reads `length` bytes of this image's own data in block `blk` (no parent), ignoring the bitmap. */
@@ -313,9 +273,9 @@ export class VhdImage implements BlockDevice {
 
   /** Rewrites the footer (and its copy at 0 for dynamic disks): tail first, so one good copy always exists. */
   async rewriteFooter(footer: Footer): Promise<void> {
-    await this.mutex.run(async () => {
+    await this.writer.exclusive(async () => {
       const bytes = serializeFooter(footer);
-      const tailAt = this.bat ? this.nextFree : this.sizeBytesOnDisk();
+      const tailAt = this.bat ? this.nextFree : this.fileSize - FOOTER_SIZE;
       await writeAt(this.fh, tailAt, bytes);
       if (this.fileSize > tailAt + FOOTER_SIZE) await this.fh.truncate(tailAt + FOOTER_SIZE);
       this.fileSize = tailAt + FOOTER_SIZE;
@@ -325,34 +285,31 @@ export class VhdImage implements BlockDevice {
         await this.fh.sync();
       }
       this.footer = footer;
-      this.footerBytes = bytes;
+      this.footerBytesNow = bytes;
     });
   }
 
-  /** The file handle, for engine modules that manage their own ordering (resize). */
+  /** The file handle, for engine modules that manage their own ordering (resize, the writer). */
   get handle(): FileHandle {
     return this.fh;
   }
 
-  get lock(): Mutex {
-    return this.mutex;
+  /** The serialized footer, what goes at the end of the file whenever it grows. */
+  get footerBytes(): Buffer {
+    return this.footerBytesNow;
   }
 
-  private sizeBytesOnDisk(): number {
-    return this.fileSize - FOOTER_SIZE;
+  get reserveBytes(): number {
+    return this.opts.reserveBytes ?? DEFAULT_RESERVE_BYTES;
   }
 
-  // ---- private -------------------------------------------------------------------------------
-
-  private checkRange(offset: number, length: number): void {
-    checkRange(this, this.closed, offset, length);
+  /** False for files nobody sees before they are complete (unsafeNoSync): no sync per allocation. */
+  get syncsAllocations(): boolean {
+    return !this.opts.unsafeNoSync;
   }
 
-  private checkWritable(): void {
-    checkWritable(this);
-  }
-
-  private async readInto(out: Buffer, outOff: number, offset: number, length: number): Promise<void> {
+  /** Reads [offset, offset+length) of the chain into out[outOff..]. */
+  async readInto(out: Buffer, outOff: number, offset: number, length: number): Promise<void> {
     if (!this.bat) {
       await readInto(this.fh, out, outOff, length, offset, 'the data of a fixed disk');
       return;
@@ -386,6 +343,15 @@ export class VhdImage implements BlockDevice {
     }
   }
 
+  /** True when [pos, pos+n), which this image does not hold, reads as zeros from the parent too. */
+  async parentReadsZero(pos: number, n: number): Promise<boolean> {
+    if (!this.parent || pos >= this.parent.sizeBytes) return true;
+    const m = Math.min(n, this.parent.sizeBytes - pos);
+    return (await this.parent.blockStatus(pos, m)).every((e) => e.zero);
+  }
+
+  // ---- private -------------------------------------------------------------------------------
+
   /** Unallocated range: the parent's data where the parent reaches, zeros elsewhere. */
   private async readParent(out: Buffer, outOff: number, pos: number, n: number): Promise<void> {
     if (this.parent && pos < this.parent.sizeBytes) {
@@ -397,203 +363,71 @@ export class VhdImage implements BlockDevice {
     }
   }
 
-  private async parentStatus(pos: number, n: number): Promise<Extent[]> {
-    if (this.parent && pos < this.parent.sizeBytes) {
-      const m = Math.min(n, this.parent.sizeBytes - pos);
-      const ext = await this.parent.blockStatus(pos, m);
-      if (m < n) ext.push({ offset: pos + m, length: n - m, hole: true, zero: true });
-      return ext;
-    }
-    return [{ offset: pos, length: n, hole: true, zero: true }];
+  /**
+   * The allocation map of a range from what is in memory; every block whose bitmap is not
+   * cached yet goes to `missing` (its range is left out of the result, which is then partial).
+   */
+  private statusWalk(offset: number, length: number, missing: Missing): Extent[] {
+    const out: Extent[] = [];
+    const push = (o: number, len: number, hole: boolean): void => {
+      if (len === 0) return;
+      const last = out[out.length - 1];
+      if (last && last.hole === hole && last.offset + last.length === o) last.length += len;
+      else out.push({ offset: o, length: len, hole, zero: hole });
+    };
+    this.walkInto(offset, length, push, missing);
+    return out;
   }
 
-  /** True when [pos, pos+n) inside one block already reads as zeros and needs no write to stay so. */
-  private async readsZeroWithoutWriting(pos: number, n: number): Promise<boolean> {
-    const blk = Math.floor(pos / this.blockSize);
-    if (this.bat![blk] !== UNUSED) return false;
-    return (await this.parentStatus(pos, n)).every((e) => e.zero);
-  }
-
-  private async writeLocked(offset: number, data: Buffer): Promise<void> {
-    if (offset % SECTOR !== 0 || data.length % SECTOR !== 0) {
-      // Read-modify-write of the partial sectors at the edges.
-      const start = Math.floor(offset / SECTOR) * SECTOR;
-      const end = Math.min(roundUp(offset + data.length, SECTOR), this.sizeBytes);
-      const buf = Buffer.alloc(end - start);
-      await this.readInto(buf, 0, start, end - start);
-      data.copy(buf, offset - start);
-      offset = start;
-      data = buf;
-    }
-    if (!this.bat) {
-      await writeAt(this.fh, offset, data);
-      return;
-    }
-    const end = offset + data.length;
+  private walkInto(
+    offset: number,
+    length: number,
+    push: (o: number, len: number, hole: boolean) => void,
+    missing: Missing,
+  ): void {
+    if (!this.bat) return push(offset, length, false);
+    const end = offset + length;
     let pos = offset;
     while (pos < end) {
       const blk = Math.floor(pos / this.blockSize);
       const inBlk = pos - blk * this.blockSize;
       const n = Math.min(this.blockSize - inBlk, end - pos);
-      const chunk = data.subarray(pos - offset, pos - offset + n);
       if (this.bat[blk] === UNUSED) {
-        await this.allocate(blk, inBlk, chunk);
+        this.walkParent(pos, n, push, missing);
       } else {
-        const base = this.bat[blk]! * SECTOR;
-        await writeAt(this.fh, base + this.bitmapSize + inBlk, chunk);
-        const bm = await this.bitmap(blk);
-        const next = Buffer.from(bm);
-        if (setBits(next, inBlk / SECTOR, n / SECTOR)) {
-          await writeAt(this.fh, base, next);
-          this.bitmaps.set(blk, next);
+        const bm = this.bitmaps.get(blk);
+        if (!bm) {
+          missing.push([this, blk]);
+        } else if (allSet(bm, this.sectorsPerBlock)) {
+          push(pos, n, false);
+        } else {
+          const first = Math.floor(inBlk / SECTOR);
+          for (const [s, cnt, present] of bitRuns(bm, first, Math.ceil((inBlk + n) / SECTOR) - first)) {
+            const a = Math.max(pos, blk * this.blockSize + s * SECTOR);
+            const b = Math.min(pos + n, blk * this.blockSize + (s + cnt) * SECTOR);
+            if (present) push(a, b - a, false);
+            else this.walkParent(a, b - a, push, missing);
+          }
         }
       }
       pos += n;
     }
   }
 
-  private async unallocate(blk: number): Promise<void> {
-    const entry = Buffer.alloc(4, 0xff);
-    await writeAt(this.fh, this.header!.tableOffset + blk * 4, entry);
-    this.bat![blk] = UNUSED;
-    this.bitmaps.delete(blk);
-  }
-
-  private async allocate(blk: number, inBlk: number, chunk: Buffer): Promise<void> {
-    const at = this.nextFree;
-    const blockEnd = at + this.bitmapSize + this.blockSize;
-    if (at / SECTOR > 0xfffffffe) {
-      throw vhdError('FD_VHD_BAD_SIZE', `${this.path} has grown past what a BAT entry can address`);
-    }
-    // Anything past the old footer may be leftovers of an interrupted allocation, not zeros.
-    const dirty = this.fileSize > at + FOOTER_SIZE;
-    const differencing = this.footer.diskType === 'differencing';
-    // 1. A valid trailing footer past the new block before anything else changes.
-    await writeAt(this.fh, blockEnd, this.footerBytes);
-    if (this.fileSize > blockEnd + FOOTER_SIZE) await this.fh.truncate(blockEnd + FOOTER_SIZE);
-    this.fileSize = blockEnd + FOOTER_SIZE;
-    // 2. Data. A dynamic block is marked fully present, so the rest of it must read as zeros.
-    const dataAt = at + this.bitmapSize;
-    if (dirty && !differencing) {
-      const full = Buffer.alloc(this.blockSize);
-      chunk.copy(full, inBlk);
-      await writeAt(this.fh, dataAt, full);
+  private walkParent(
+    pos: number,
+    n: number,
+    push: (o: number, len: number, hole: boolean) => void,
+    missing: Missing,
+  ): void {
+    if (this.parent && pos < this.parent.sizeBytes) {
+      const m = Math.min(n, this.parent.sizeBytes - pos);
+      this.parent.walkInto(pos, m, push, missing);
+      push(pos + m, n - m, true);
     } else {
-      await writeAt(this.fh, dataAt + inBlk, chunk);
-    }
-    // 3. Bitmap.
-    const bm = Buffer.alloc(this.bitmapSize);
-    if (differencing) setBits(bm, inBlk / SECTOR, chunk.length / SECTOR);
-    else setBits(bm, 0, this.sectorsPerBlock);
-    await writeAt(this.fh, at, bm);
-    if (!this.opts.unsafeNoSync) await this.fh.datasync();
-    // 4. BAT entry: from here on readers see the new block.
-    const entry = Buffer.alloc(4);
-    entry.writeUInt32BE(at / SECTOR);
-    await writeAt(this.fh, this.header!.tableOffset + blk * 4, entry);
-    this.bitmaps.set(blk, bm);
-    this.bat![blk] = at / SECTOR;
-    this.nextFree = blockEnd;
-  }
-}
-
-let zeros = Buffer.alloc(0);
-function zeroBuffer(n: number): Buffer {
-  if (zeros.length < n) zeros = Buffer.alloc(Math.max(n, ZERO_CHUNK));
-  return zeros.subarray(0, n);
-}
-
-/**
- * The footer we trust: the trailing one when it is intact, else (dynamic/differencing only) the
- * copy at offset 0, which survives a crash while the file was growing.
- */
-async function readFooter(
-  fh: FileHandle,
-  fileSize: number,
-  path: string,
-): Promise<{ footer: Footer; source: FooterSource }> {
-  const tail = await readAt(fh, fileSize - FOOTER_SIZE, FOOTER_SIZE, 'the footer');
-  let tailError: unknown;
-  try {
-    return { footer: parseFooter(tail, `trailing footer of ${path}`), source: 'tail' };
-  } catch (err) {
-    tailError = err;
-  }
-  if (fileSize >= 2 * FOOTER_SIZE) {
-    const head = await readAt(fh, 0, FOOTER_SIZE, 'the footer copy');
-    if (hasFooterCookie(head) && footerChecksumOk(head)) {
-      const footer = parseFooter(head, `footer copy at offset 0 of ${path}`);
-      if (footer.diskType !== 'fixed') return { footer, source: 'head' };
-    }
-    // A head copy with the right cookie but a bad checksum says more than "not a VHD".
-    if (!hasFooterCookie(tail) && hasFooterCookie(head)) parseFooter(head, `footer copy at offset 0 of ${path}`);
-  }
-  throw tailError;
-}
-
-/**
- * Checks that every BAT entry lies inside the file and that no block overlaps another block or
- * the metadata; returns where the next block goes. Refusing such images at open is what keeps
- * a write from landing on top of another block or the BAT.
- */
-function validateLayout(
-  path: string,
-  footer: Footer,
-  header: DynamicHeader,
-  bat: Uint32Array,
-  fileSize: number,
-  virtualSize: number,
-): { nextFree: number } {
-  const bmBytes = bitmapBytes(header.blockSize);
-  const blockSpan = bmBytes + header.blockSize;
-  const meta: Array<[number, number, string]> = [
-    [0, FOOTER_SIZE, 'the footer copy'],
-    [footer.dataOffset, footer.dataOffset + HEADER_SIZE, 'the dynamic header'],
-    [header.tableOffset, header.tableOffset + roundUp(bat.length * 4, SECTOR), 'the BAT'],
-  ];
-  let nextFree = 0;
-  for (const [, e] of meta) nextFree = Math.max(nextFree, e);
-  for (const loc of header.locators) {
-    if (loc.dataOffset >= FOOTER_SIZE && loc.dataLength > 0 && loc.dataOffset + loc.dataLength <= fileSize) {
-      const e =
-        loc.dataOffset +
-        Math.max(roundUp(loc.dataLength, SECTOR), Math.min(locatorSpaceBytes(loc), fileSize - loc.dataOffset));
-      nextFree = Math.max(nextFree, roundUp(e, SECTOR));
+      push(pos, n, true);
     }
   }
-  const blocks: Array<[number, number]> = [];
-  for (let i = 0; i < bat.length; i++) {
-    const entry = bat[i]!;
-    if (entry === UNUSED) continue;
-    const start = entry * SECTOR;
-    // The last block of a disk whose size is not block-aligned need only hold the used part.
-    const used = Math.min(header.blockSize, Math.max(0, virtualSize - i * header.blockSize));
-    if (start + bmBytes + used > fileSize) {
-      throw vhdError(
-        'FD_VHD_BAT_PAST_EOF',
-        `${path}: BAT entry ${i} points at byte ${start}, past the end of the file (${fileSize} bytes)`,
-        REPAIR_HINT,
-      );
-    }
-    for (const [ms, me, what] of meta) {
-      if (start < me && start + blockSpan > ms) {
-        throw vhdError('FD_VHD_BAT_OVERLAP', `${path}: block ${i} at byte ${start} overlaps ${what}`, REPAIR_HINT);
-      }
-    }
-    blocks.push([start, i]);
-    nextFree = Math.max(nextFree, start + blockSpan);
-  }
-  blocks.sort((a, b) => a[0] - b[0]);
-  for (let k = 1; k < blocks.length; k++) {
-    if (blocks[k]![0] < blocks[k - 1]![0] + blockSpan) {
-      throw vhdError(
-        'FD_VHD_BAT_OVERLAP',
-        `${path}: blocks ${blocks[k - 1]![1]} and ${blocks[k]![1]} overlap (at bytes ${blocks[k - 1]![0]} and ${blocks[k]![0]})`,
-        REPAIR_HINT,
-      );
-    }
-  }
-  return { nextFree: roundUp(nextFree, SECTOR) };
 }
 
 async function openParent(

@@ -80,6 +80,65 @@ export async function writeAt(fh: FileHandle, pos: number, data: Buffer | Uint8A
   }
 }
 
+/** One positioned write of a batch. */
+export interface Piece {
+  pos: number;
+  buf: Buffer;
+}
+
+/** pwritev takes at most IOV_MAX (1024 on Linux) buffers. */
+const MAX_IOV = 1024;
+
+/**
+ * Writes every piece, joining pieces that are adjacent in the file into one pwritev; the
+ * pwritevs run concurrently (the pieces must not overlap). Sorts `pieces` in place.
+ */
+export async function writeRuns(fh: FileHandle, pieces: Piece[]): Promise<void> {
+  if (pieces.length === 0) return;
+  if (pieces.length === 1) return writeAt(fh, pieces[0]!.pos, pieces[0]!.buf);
+  pieces.sort((a, b) => a.pos - b.pos);
+  const runs: Promise<void>[] = [];
+  let pos = pieces[0]!.pos;
+  let bufs: Buffer[] = [];
+  let end = pos;
+  for (const p of pieces) {
+    if (p.pos !== end || bufs.length === MAX_IOV) {
+      runs.push(writevAt(fh, pos, bufs));
+      pos = p.pos;
+      end = pos;
+      bufs = [];
+    }
+    bufs.push(p.buf);
+    end += p.buf.length;
+  }
+  runs.push(writevAt(fh, pos, bufs));
+  await settleAll(runs);
+}
+
+/** Like Promise.all, but waits for every promise before it throws the first error: callers
+ * holding a lock must not release it while some of their writes are still running. */
+export async function settleAll<T>(promises: Promise<T>[]): Promise<T[]> {
+  const results = await Promise.allSettled(promises);
+  const failed = results.find((r) => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return results.map((r) => (r as PromiseFulfilledResult<T>).value);
+}
+
+async function writevAt(fh: FileHandle, pos: number, bufs: Buffer[]): Promise<void> {
+  if (bufs.length === 1) return writeAt(fh, pos, bufs[0]!);
+  let total = 0;
+  for (const b of bufs) total += b.length;
+  const done = (await fh.writev(bufs, pos)).bytesWritten;
+  if (done === total) return;
+  // A short pwritev (rare on a regular file): finish the rest piece by piece.
+  let at = 0;
+  for (const b of bufs) {
+    const from = Math.max(0, done - at);
+    if (from < b.length) await writeAt(fh, pos + at + from, b.subarray(from));
+    at += b.length;
+  }
+}
+
 export const SECTOR = 512;
 
 export function roundUp(n: number, to: number): number {

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FdError } from '../../core/errors.js';
 import { ProbeParser } from './probes.js';
-import type { TinyImage } from './tiny.js';
+import { withProbes, type TinyImage } from './tiny.js';
 
 export interface BootCheckResult {
   machine: string;
@@ -49,7 +49,7 @@ export async function bootCheck(
       [
         ...['-M', machine, '-accel', 'tcg', '-m', '256', '-nodefaults', '-no-user-config', '-display', 'none'],
         ...['-serial', 'stdio', '-no-reboot', '-kernel', image.kernel, '-initrd', image.initrd],
-        ...['-append', image.cmdline, '-drive', `file=${disk},format=vpc,if=virtio`],
+        ...['-append', withProbes(image).cmdline, '-drive', `file=${disk},format=vpc,if=virtio`],
         ...['-netdev', 'user,id=n0', '-device', 'virtio-net-pci,netdev=n0,romfile='],
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },

@@ -42,13 +42,11 @@ import { TINY_INITRAMFS_MODULES, TINY_ROOTFS_MODULES, builtinModules, collectMod
 import { makeExt4 } from './rootfs.js';
 import { rawToDynamicVhd } from './vhd.js';
 
-/**
- * Kernel command line for direct kernel boot. loglevel=1 keeps printk off the console (it
- * would cut into probe lines); memhp_default_state=online makes hot-plugged memory usable
- * without udev. (Skipping the crypto self-tests was tried: no measurable change in QEMU CPU
- * time to the first heartbeat, so it is not here.)
- */
-export const TINY_CMDLINE = 'console=ttyS0 root=/dev/vda quiet loglevel=1 memhp_default_state=online';
+export { TINY_CMDLINE, TINY_PROBES_ARG, TINY_PROBE_CMDLINE, withProbes } from './cmdline.js';
+import { TINY_CMDLINE } from './cmdline.js';
+/** The cache's link to the image built last. */
+const CURRENT_LINK = 'current';
+
 /** Guest TCP echo service port (fd.echo_port= on the cmdline changes it). */
 export const TINY_ECHO_PORT = 7;
 export const TINY_DISK_BYTES = 64 * 1024 * 1024;
@@ -98,9 +96,10 @@ export function defaultImageCacheDir(): string {
 
 /**
  * Where an image's artifacts are. Without `dir`: the most recently built tiny image under the
- * cache (`<cache>/tiny/latest`), without building or asking apt anything.
+ * cache (`<cache>/tiny/current`), without building or asking apt anything. (`latest` is the link
+ * of the images from before fd.probes=1, whose probes always ran: code of that time reads it.)
  */
-export function tinyImagePaths(dir = join(defaultImageCacheDir(), 'tiny', 'latest')): TinyImagePaths {
+export function tinyImagePaths(dir = join(defaultImageCacheDir(), 'tiny', CURRENT_LINK)): TinyImagePaths {
   return {
     dir,
     kernel: join(dir, 'vmlinuz'),
@@ -282,7 +281,7 @@ async function pruneOld(cacheRoot: string, current: string): Promise<void> {
   for (const name of await readdir(cacheRoot)) {
     const builder = /^\.build-(\d+)-/.exec(name);
     if (builder && !pidAlive(Number(builder[1]))) await rm(join(cacheRoot, name), { recursive: true, force: true });
-    if (name === current || name === 'latest' || name.startsWith('.')) continue;
+    if (name === current || name === 'latest' || name === CURRENT_LINK || name.startsWith('.')) continue;
     const st = await stat(join(cacheRoot, name, 'manifest.json')).catch(() => null);
     if (st) entries.push({ name, mtimeMs: st.mtimeMs });
   }
@@ -291,7 +290,7 @@ async function pruneOld(cacheRoot: string, current: string): Promise<void> {
 }
 
 async function pointLatest(cacheRoot: string, key: string): Promise<void> {
-  const link = join(cacheRoot, 'latest');
+  const link = join(cacheRoot, CURRENT_LINK);
   const current = await readlink(link).catch(() => null);
   if (current === key) return;
   const tmp = join(cacheRoot, `.latest-${randomBytes(4).toString('hex')}`);

@@ -22,6 +22,9 @@ import { spawnVdisk } from '../mount.js';
 
 export const DEFAULT_SCAN_STATE_DIR = '/run/flightdeck/scans';
 
+/** A daemon's own scan views (under its data dir, so one daemon's start never touches another's). */
+export const scanStateDir = (dataDir: string): string => join(dataDir, 'scans');
+
 export type ViewSource = { kind: 'image'; path: string } | { kind: 'nbd'; socket: string; export?: string };
 
 export interface ViewState {

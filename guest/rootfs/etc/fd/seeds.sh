@@ -1,9 +1,10 @@
 #!/bin/sh
 # Reads configuration media other engineers' tests attach: a NoCloud seed (an ISO with
 # meta-data/user-data, label cidata) and an OVF environment ISO (ovf-env.xml). Every CD-ROM
-# and extra virtio disk is tried; what is found is printed as FD-SEED / FD-OVFENV lines.
+# and extra virtio disk is tried; what is found is printed as FD-SEED / FD-OVFENV lines (with
+# fd.probes=1; the hostname is applied either way).
 # The cloud kernel has no AHCI driver: on q35 attach CD-ROMs as scsi-cd on virtio-scsi.
-say() { echo "$* #" >/dev/console; }
+. /etc/fd/probes.sh
 
 # sr devices appear asynchronously after virtio_scsi/ata_piix probe; wait briefly for them
 # only when a SCSI or ATA host exists.
