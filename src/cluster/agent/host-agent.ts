@@ -12,7 +12,7 @@ import { localFirst } from '../clustering/endpoints.js';
 import { MigrationSource } from '../migration/source.js';
 import { MigrationTarget } from '../migration/target.js';
 import { recoverMigrations } from '../migration/recovery.js';
-import type { PeerClient } from '../peer/client.js';
+import type { Peers } from '../peer/client.js';
 import { Protection } from '../protection/protection.js';
 import type { Provisioner } from '../provisioning/provisioner.js';
 import type { Runtime, VmStats } from '../runtime/runtime.js';
@@ -41,7 +41,7 @@ export interface HostAgentOptions {
   state: State;
   runtime: Runtime;
   provisioner: Provisioner;
-  peers: PeerClient;
+  peers: Peers;
   hostName: string;
   apiUrl: string;
   accel: string;

@@ -49,15 +49,16 @@ export class Power {
 
   start(id: string, t: TaskHandle): Promise<{ state: string }> {
     return this.d.locks.run(id, async () => {
+      const st = await this.d.runtime.status((await this.d.state.vms.find(id)).value.id);
+      // Admitted first: a start refused for room changes nothing, not even the desired state.
+      if (st.state !== 'running' && st.state !== 'paused') this.admit((await this.d.state.vms.find(id)).value, t);
       const { value: vm } = await this.d.state.vms.update(id, (cur) =>
         cur.desired === 'running' ? undefined : { ...cur, desired: 'running' },
       );
-      const st = await this.d.runtime.status(vm.id);
       if (st.state === 'running' || st.state === 'paused') {
         t.log(`${vm.name} is already ${st.state}`);
         return { state: st.state };
       }
-      this.admit(vm, t);
       t.log(`starting ${vm.name} on ${this.d.hostName}`);
       await this.launch(vm);
       t.log(`${vm.name} is running`);

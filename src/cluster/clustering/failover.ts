@@ -11,7 +11,7 @@
  * second copy; it is reported in the VM's status and waits for its host.
  */
 import type { Logger } from '../../core/log.js';
-import type { PeerClient } from '../peer/client.js';
+import type { Peers } from '../peer/client.js';
 import { protectionTakeover } from '../peer/contracts.js';
 import type { ProtectionRecord, VmRecord } from '../state/model.js';
 import type { State } from '../state/state.js';
@@ -56,7 +56,7 @@ export class FailoverController {
   private running = false;
   private readonly attempted = new Map<string, number>();
 
-  constructor(private readonly o: { state: State; peers: PeerClient; log: Logger }) {}
+  constructor(private readonly o: { state: State; peers: Peers; log: Logger }) {}
 
   start(): void {
     if (this.timer) return;

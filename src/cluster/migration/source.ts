@@ -15,7 +15,7 @@ import { FdError, isFdError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import { sleep } from '../../core/process.js';
 import { placeIn } from '../clustering/placement.js';
-import type { PeerClient } from '../peer/client.js';
+import type { Peers } from '../peer/client.js';
 import { migrationAbort, migrationFinish, migrationPrepare, migrationState } from '../peer/contracts.js';
 import type { DiskFiles } from '../provisioning/disks.js';
 import { forceOff, type Runtime } from '../runtime/runtime.js';
@@ -30,7 +30,7 @@ export interface MigrationSourceDeps {
   state: State;
   runtime: Runtime;
   disks: DiskFiles;
-  peers: PeerClient;
+  peers: Peers;
   locks: KeyedLock;
   log: Logger;
   /** True once the daemon stops: background retries end. */

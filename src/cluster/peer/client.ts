@@ -18,7 +18,17 @@ export interface PeerClientOptions {
 
 const DEFAULT_TIMEOUT_MS = 120_000;
 
-export class PeerClient {
+/** What the cluster's code needs of host-to-host calls (a test puts a scripted one in its place). */
+export interface Peers {
+  call<I extends z.ZodObject, O extends z.ZodType>(
+    to: string | HostRecord,
+    c: Contract<I, O>,
+    input: z.input<I>,
+    opts?: { timeoutMs?: number },
+  ): Promise<z.output<O>>;
+}
+
+export class PeerClient implements Peers {
   constructor(private readonly o: PeerClientOptions) {}
 
   async call<I extends z.ZodObject, O extends z.ZodType>(

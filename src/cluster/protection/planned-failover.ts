@@ -12,7 +12,7 @@ import type { Logger } from '../../core/log.js';
 import { freePort } from '../../core/ports.js';
 import { DEFAULT_TUNABLES } from '../migration/plan.js';
 import { moveMemory } from '../migration/transfer.js';
-import type { PeerClient } from '../peer/client.js';
+import type { Peers } from '../peer/client.js';
 import { migrationAbort, protectionHandover, protectionHandoverFinish } from '../peer/contracts.js';
 import type { DiskFiles } from '../provisioning/disks.js';
 import { forceOff, type Runtime } from '../runtime/runtime.js';
@@ -27,7 +27,7 @@ export interface PlannedFailoverDeps {
   state: State;
   runtime: Runtime;
   disks: DiskFiles;
-  peers: PeerClient;
+  peers: Peers;
   locks: KeyedLock;
   log: Logger;
   movedAway: (vmId: string) => void;

@@ -10,7 +10,7 @@
 import type { KeyedLock } from '../../core/keyed-lock.js';
 import type { Logger } from '../../core/log.js';
 import { placeIn } from '../clustering/placement.js';
-import type { PeerClient } from '../peer/client.js';
+import type { Peers } from '../peer/client.js';
 import { protectionPrepare } from '../peer/contracts.js';
 import type { DiskFiles } from '../provisioning/disks.js';
 import type { Runtime } from '../runtime/runtime.js';
@@ -33,7 +33,7 @@ export interface PrimaryDeps {
   state: State;
   runtime: Runtime;
   disks: DiskFiles;
-  peers: PeerClient;
+  peers: Peers;
   locks: KeyedLock;
   log: Logger;
 }

@@ -8,7 +8,7 @@
 import { FdError } from '../../core/errors.js';
 import type { KeyedLock } from '../../core/keyed-lock.js';
 import type { Logger } from '../../core/log.js';
-import type { PeerClient } from '../peer/client.js';
+import type { Peers } from '../peer/client.js';
 import { protectionRelease } from '../peer/contracts.js';
 import type { DiskFiles } from '../provisioning/disks.js';
 import type { Runtime } from '../runtime/runtime.js';
@@ -28,7 +28,7 @@ export interface ProtectionDeps {
   state: State;
   runtime: Runtime;
   disks: DiskFiles;
-  peers: PeerClient;
+  peers: Peers;
   locks: KeyedLock;
   log: Logger;
   /** Starts a VM this host now owns (takeover), guarded by the fence first. */
