@@ -15,14 +15,15 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { z } from 'zod';
 import { FdError } from '../core/errors.js';
 import { inspectPackage } from '../ovf/inspect.js';
 import type { OvfEntity } from '../ovf/model.js';
 import type { TokenRecord } from '../cluster/state/tokens.js';
-import { type Permission, type TaskOperation } from './operation.js';
+import type { Permission } from '../core/contract.js';
+import { ovfImport } from './contracts/ovf.js';
 import { badInput } from './errors.js';
-import { ovfOperations } from './operations/ovf.js';
+import type { TaskPlan } from './handler.js';
+import { ovfHandlers } from './handlers/ovf.js';
 import type { Services } from './services.js';
 import { actorOf } from './audit-hook.js';
 
@@ -73,7 +74,7 @@ export function registerApplianceUpload(
     }
   });
 
-  const importOp = ovfOperations.find((o) => o.name === 'ovf.import') as TaskOperation<z.ZodObject>;
+  const importOp = ovfHandlers.find((b) => b.contract === ovfImport)!;
   app.post('/api/v1/appliances/uploads/:upload/import', async (req, reply) => {
     const caller = await requireAuth(req, 'write');
     const id = (req.params as { upload: string }).upload;
@@ -86,11 +87,14 @@ export function registerApplianceUpload(
         status: 404,
       });
     const body = (req.body ?? {}) as Record<string, unknown>;
-    const parsed = importOp.input.safeParse({ ...body, file });
+    const parsed = ovfImport.input.safeParse({ ...body, file });
     if (!parsed.success) throw badInput(parsed.error.issues);
-    const plan = await importOp.run({ svc, caller: caller.name, role: caller.role }, parsed.data);
+    const plan = (await importOp.run(
+      { svc, caller: caller.name, role: caller.role },
+      parsed.data,
+    )) as TaskPlan<unknown>;
     const task = await svc.tasks.run(
-      importOp.name,
+      ovfImport.name,
       plan.title,
       plan.target,
       async (t) => {
@@ -100,7 +104,7 @@ export function registerApplianceUpload(
       },
       { by: actorOf(req, caller) },
     );
-    req.audit = { operation: importOp.name, task: task.id, ...(plan.target ? { target: plan.target } : {}) };
+    req.audit = { operation: ovfImport.name, task: task.id, ...(plan.target ? { target: plan.target } : {}) };
     void reply.header('Location', `/api/v1/tasks/${task.id}`);
     return reply.status(202).send(task);
   });

@@ -8,10 +8,11 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { FdError } from '../core/errors.js';
-import type { Store } from '../cluster/state/store.js';
+import type { KvStore } from '../cluster/state/kv.js';
+import { keys } from '../cluster/state/keys.js';
 
 export const TICKET_TTL_MS = 30_000;
-const PREFIX = 'console-tickets/';
+const PREFIX = keys.consoleTickets;
 const TICKET_RE = /^fdt_[A-Za-z0-9_-]{32}$/;
 
 interface TicketRecord {
@@ -26,7 +27,7 @@ const hashOf = (ticket: string): string => createHash('sha256').update(ticket).d
 
 export class ConsoleTickets {
   constructor(
-    private readonly store: Store,
+    private readonly store: KvStore,
     private readonly now: () => number = Date.now,
   ) {}
 

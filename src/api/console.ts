@@ -5,4 +5,4 @@
  */
 import type { Channel } from './ws-relay.js';
 
-export const serialChannel: Channel = { name: 'console', socket: (svc, id) => svc.agent.serialSocket(id) };
+export const serialChannel: Channel = { name: 'console', socket: (svc, id) => svc.runtime.serialSocket(id) };

@@ -17,8 +17,8 @@ import { ensureEmbeddedEtcd, etcdHealthy, stopEmbeddedEtcd } from '../cluster/cl
 import { Store } from '../cluster/state/store.js';
 import { TokenService } from '../cluster/state/tokens.js';
 import { TaskManager } from '../cluster/state/tasks.js';
-import { VmService } from '../cluster/state/vms.js';
-import { Catalog } from '../cluster/state/catalog.js';
+import { State } from '../cluster/state/state.js';
+import { PeerClient } from '../cluster/peer/client.js';
 import { HostAgent } from '../cluster/agent/host-agent.js';
 import { createLocalRuntime } from '../cluster/runtime/local.js';
 import { Provisioner } from '../cluster/provisioning/provisioner.js';
@@ -30,7 +30,6 @@ import { LeaderElection } from '../cluster/clustering/leader.js';
 import { FailoverController } from '../cluster/clustering/failover.js';
 import { localFirst } from '../cluster/clustering/endpoints.js';
 import { loadClusterConfig } from '../cluster/clustering/membership.js';
-import { operations } from './operations/index.js';
 import { ensureSelfSignedCert } from './tls.js';
 import type { Services } from './services.js';
 import { MetricsHistory } from './metrics-history.js';
@@ -132,12 +131,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   await tokens.init();
   await ensureLocalToken(dataDir, tokens);
 
-  const vms = new VmService(store);
-  const catalog = new Catalog(store);
-  const runtime = await createLocalRuntime({ dataDir, log, store, vmUsers: hostConfig.vmUsers });
+  const state = await State.open(store, log);
+  const runtime = await createLocalRuntime({ dataDir, log, catalog: state.catalog, vmUsers: hostConfig.vmUsers });
   const provisioner = new Provisioner({
-    store,
-    catalog,
+    state,
     dataDir,
     log,
     hostName,
@@ -146,28 +143,27 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   const tls = isLoopback(listenHost) ? undefined : await ensureSelfSignedCert(dataDir, listenHost);
   const url = `${tls ? 'https' : 'http'}://${listenHost.includes(':') ? `[${listenHost}]` : listenHost}:${port}`;
   const leader = new LeaderElection(store, hostName, log);
+  // Calls to other hosts carry this daemon's own token (tokens live in etcd: valid everywhere).
+  const peers = new PeerClient({
+    token: (await readFile(join(dataDir, 'token'), 'utf8')).trim(),
+    host: async (name) => state.hosts.record(name),
+  });
   const agent = new HostAgent({
-    store,
-    vms,
+    state,
     runtime: runtime.runtime,
     provisioner,
+    peers,
     hostName,
     apiUrl: url,
     accel: runtime.accel,
     version: VERSION,
     ...(tls ? { certPem: tls.cert } : {}),
-    peerToken: (await readFile(join(dataDir, 'token'), 'utf8')).trim(),
     log,
     dataDir,
     etcdEndpoints: storeEndpoints,
   });
   // The leader runs failover; a new leader picks up whatever the old one left (it is idempotent).
-  const failover = new FailoverController({
-    store,
-    hostName,
-    peerToken: (await readFile(join(dataDir, 'token'), 'utf8')).trim(),
-    log: log.child({ part: 'failover' }),
-  });
+  const failover = new FailoverController({ state, peers, log: log.child({ part: 'failover' }) });
   leader.on('elected', () => failover.start());
   leader.on('lost', () => failover.stop());
   const tasks = new TaskManager(store, hostName, log);
@@ -181,17 +177,22 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     apiPort: port,
     version: VERSION,
     store,
+    state,
+    vms: state.vms,
+    hosts: state.hosts,
+    catalog: state.catalog,
     tasks,
     tokens,
-    vms,
-    catalog,
     agent,
+    provisioner,
+    runtime: runtime.runtime,
+    peers,
     leader,
     history,
     audit,
     log,
   };
-  const app = await createServer(svc, operations, tls ? { tls } : {});
+  const app = await createServer(svc, tls ? { tls } : {});
   await app.listen({ host: listenHost, port });
   const actualPort = (app.server.address() as { port: number }).port;
   const finalUrl = url.replace(/:\d+$/, `:${actualPort}`);
@@ -238,6 +239,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
       await tasks.drain();
       await agent.close();
       await tokens.close();
+      await state.close();
       store.close();
       await supervise;
       await rm(join(dataDir, 'daemon.pid'), { force: true });

@@ -1,10 +1,12 @@
 /**
- * Live events as Server-Sent Events: VM record and status changes and task progress, fed by
- * store watches so every host streams the whole cluster's events.
+ * Live events as Server-Sent Events: VM record and status changes, task progress, protection
+ * and host changes, fed by the state cache (one watch of the store per daemon, however many
+ * clients listen), so every host streams the whole cluster's events.
  */
+import type { WatchedKind } from '../cluster/state/state.js';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { TokenRecord } from '../cluster/state/tokens.js';
-import type { Permission } from './operation.js';
+import type { Permission } from '../core/contract.js';
 import type { Services } from './services.js';
 
 export function registerEvents(
@@ -25,26 +27,25 @@ export function registerEvents(
     const send = (type: string, data: unknown): void => {
       res.write(`id: ${++seq}\nevent: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
     };
-    const stops: (() => Promise<void>)[] = [];
-    const watch = async (prefix: string, type: string): Promise<void> => {
+    const stops: (() => void)[] = [];
+    const watch = (kind: WatchedKind, type: string): void => {
       if (!filter.includes(type)) return;
       stops.push(
-        await svc.store.watch<unknown>(prefix, (e) =>
+        svc.state.onChange(kind, (e) =>
           send(type, e.type === 'put' ? { op: 'put', key: e.key, value: e.value } : { op: 'delete', key: e.key }),
         ),
       );
     };
-    await watch('vms/', 'vm');
-    await watch('status/vms/', 'status');
-    await watch('tasks/', 'task');
-    // Not in the default set (a client asks for them): mirroring state, and hosts coming and going.
-    await watch('protection/', 'protection');
-    await watch('hosts/', 'host');
-    await watch('alive/', 'host');
+    watch('vms', 'vm');
+    watch('vm-statuses', 'status');
+    watch('tasks', 'task');
+    watch('protection', 'protection');
+    watch('hosts', 'host');
+    watch('alive', 'host');
     const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
     req.raw.on('close', () => {
       clearInterval(ping);
-      for (const s of stops) void s();
+      for (const s of stops) s();
     });
   });
 }

@@ -12,7 +12,7 @@ import type { VmStats } from '../cluster/runtime/runtime.js';
 export const SAMPLE_INTERVAL_MS = 10_000;
 export const HISTORY_SAMPLES = 360; // one hour at 10 s
 
-export interface VmSample {
+export type VmSample = {
   /** Unix time, ms. */
   t: number;
   /** CPU time of the VM's process over the last interval, in % of one core. */
@@ -23,15 +23,15 @@ export interface VmSample {
   diskWriteBps: number | null;
   netRxBps: number | null;
   netTxBps: number | null;
-}
+};
 
-export interface HostSample {
+export type HostSample = {
   t: number;
   load1: number;
   cpus: number;
   memoryBytes: number;
   freeMemoryBytes: number;
-}
+};
 
 class Ring<T> {
   private readonly items: T[] = [];

@@ -8,7 +8,7 @@ import { freemem, totalmem } from 'node:os';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { TokenRecord } from '../cluster/state/tokens.js';
-import type { Permission } from './operation.js';
+import type { Permission } from '../core/contract.js';
 import type { Services } from './services.js';
 
 const VM_STATES = ['stopped', 'starting', 'running', 'paused', 'stopping', 'crashed', 'unknown'];

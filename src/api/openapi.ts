@@ -1,6 +1,7 @@
 /** The OpenAPI 3.1 document, generated from the operation definitions (rendered at /api/docs). */
 import { z } from 'zod';
-import { inputInQuery, pathParams, type Operation } from './operation.js';
+import { API_BASE, inputInQuery, pathParams, type Contract } from '../core/contract.js';
+import { statusOf } from '../core/error-codes.js';
 
 type JsonSchema = Record<string, unknown> & { properties?: Record<string, unknown>; required?: string[] };
 
@@ -34,10 +35,14 @@ const ErrorSchema = {
   },
 };
 
-export function buildOpenApi(ops: Operation[], version: string): Record<string, unknown> {
+/**
+ * The OpenAPI document of a set of contracts: the public one (/api/v1/openapi.json) or the
+ * internal host-to-host one (/api/v1/internal/openapi.json, for admins).
+ */
+export function buildOpenApi(ops: Contract[], version: string, title = 'flightdeck API'): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
   for (const op of ops) {
-    const oaPath = '/api/v1' + op.http.path.replace(/:([a-zA-Z]+)/g, '{$1}');
+    const oaPath = API_BASE + op.http.path.replace(/:([a-zA-Z]+)/g, '{$1}');
     const params = pathParams(op.http.path);
     const input = schemaOf(op.input, 'input');
     const props = { ...(input.properties ?? {}) };
@@ -94,15 +99,23 @@ export function buildOpenApi(ops: Operation[], version: string): Record<string, 
             content: { 'application/json': { schema: schemaOf(op.output, 'output') } },
           },
         };
-    responses['4XX'] = {
-      description: 'bad input, not found, conflict, unauthorized',
-      content: { 'application/json': { schema: ErrorSchema } },
-    };
+    // The codes this operation answers with, each under its status from the error catalog.
+    const byStatus = new Map<number, string[]>();
+    for (const code of ['FD_BAD_REQUEST', 'FD_UNAUTHORIZED', 'FD_FORBIDDEN', ...op.errors]) {
+      const st = statusOf(code);
+      byStatus.set(st, [...(byStatus.get(st) ?? []), code]);
+    }
+    for (const [st, codes] of [...byStatus].sort((a, b) => a[0] - b[0]))
+      responses[String(st)] = {
+        description: codes.join(', '),
+        content: { 'application/json': { schema: ErrorSchema } },
+      };
     (paths[oaPath] ??= {})[op.http.method.toLowerCase()] = {
       operationId: op.name,
       summary: op.summary,
       tags: [op.name.split('.')[0]],
       'x-permission': op.permission,
+      'x-errors': op.errors,
       ...(op.cli ? { 'x-cli': `flightdeck ${op.cli.noun} ${op.cli.verb}` } : {}),
       parameters,
       ...(requestBody ? { requestBody } : {}),
@@ -111,7 +124,7 @@ export function buildOpenApi(ops: Operation[], version: string): Record<string, 
   }
   return {
     openapi: '3.1.0',
-    info: { title: 'flightdeck API', version, description: 'Every call needs "Authorization: Bearer <token>".' },
+    info: { title, version, description: 'Every call needs "Authorization: Bearer <token>".' },
     components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
     security: [{ bearer: [] }],
     paths,

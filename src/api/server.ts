@@ -5,19 +5,21 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import { FdError } from '../core/errors.js';
 import { logContext } from '../core/log.js';
 import type { TokenRecord } from '../cluster/state/tokens.js';
-import { badInput, toErrorReply } from './errors.js';
-import { inputInQuery, type Operation, type Permission } from './operation.js';
+import { toErrorReply } from './errors.js';
+import type { Permission } from '../core/contract.js';
+import { bindings as allBindings } from './handlers/index.js';
+import type { Binding } from './handler.js';
+import { registerRoutes } from './routes.js';
 import { buildOpenApi } from './openapi.js';
 import { registerDocs } from './docs.js';
 import type { Services } from './services.js';
 import { registerEvents } from './events.js';
 import { Metrics, registerMetrics } from './metrics.js';
 import { serialChannel } from './console.js';
-import { forwardTo } from './forward.js';
 import { registerUpload } from './upload.js';
 import { registerConsoleChannels } from './ws-relay.js';
 import { ConsoleTickets } from './console-tickets.js';
@@ -25,7 +27,7 @@ import { registerScreenshot, vncChannel } from './vnc.js';
 import { registerSession } from './session.js';
 import { registerWebUi } from './web-ui.js';
 import { registerApplianceUpload } from './appliance-upload.js';
-import { actorOf, noteAuditError, registerAudit, targetOfRoute } from './audit-hook.js';
+import { noteAuditError, registerAudit } from './audit-hook.js';
 
 const ALLOWED: Record<TokenRecord['role'], Permission[]> = {
   admin: ['read', 'write', 'admin'],
@@ -71,8 +73,8 @@ export async function authenticate(svc: Services, req: FastifyRequest): Promise<
 
 export async function createServer(
   svc: Services,
-  ops: Operation[],
   opts: ServerOptions = {},
+  bindings: Binding[] = allBindings,
 ): Promise<FastifyInstance> {
   const app = Fastify({
     logger: false,
@@ -126,70 +128,23 @@ export async function createServer(
     return rec;
   };
 
-  for (const op of ops) {
-    const url = '/api/v1' + op.http.path;
-    app.route({
-      method: op.http.method,
-      url,
-      handler: async (req: FastifyRequest, reply: FastifyReply) => {
-        req.audit = { operation: op.name, target: targetOfRoute(op.http.path, req.params) };
-        const caller = await requireAuth(req, op.permission);
-        const query = { ...(req.query as Record<string, unknown>) };
-        const wait = query['wait'] === 'true' || query['wait'] === '1';
-        delete query['wait'];
-        const body = req.body;
-        if (
-          !inputInQuery(op.http.method) &&
-          body !== undefined &&
-          (typeof body !== 'object' || body === null || Array.isArray(body))
-        ) {
-          throw new FdError('FD_BAD_JSON', 'the request body must be a JSON object', {
-            hint: 'send {"field": value, ...}',
-          });
-        }
-        const raw = {
-          ...(inputInQuery(op.http.method) ? query : { ...query, ...(body as object | undefined) }),
-          ...(req.params as Record<string, string>),
-        };
-        const parsed = op.input.safeParse(raw);
-        if (!parsed.success) throw badInput(parsed.error.issues);
-        const ctx = { svc, caller: caller.name, role: caller.role };
-        const route = op.route ? await op.route(ctx, parsed.data) : undefined;
-        if (route && route.host !== svc.hostName) {
-          if (req.headers['x-flightdeck-forwarded-by']) {
-            throw new FdError(
-              'FD_OWNER_MOVED',
-              `this call was relayed here but host ${route.host} owns the object now`,
-              {
-                hint: 'try again',
-                status: 409,
-              },
-            );
-          }
-          if (route.patch) req.body = { ...(req.body as object | undefined), ...route.patch };
-          const fwd = await forwardTo(svc, route.host, req);
-          for (const [k, v] of Object.entries(fwd.headers)) void reply.header(k, v);
-          return reply.status(fwd.status).send(fwd.body);
-        }
-        if (route?.patch) Object.assign(parsed.data, route.patch);
-        if (!op.task) {
-          const out = await op.run(ctx, parsed.data);
-          return reply.status(op.status ?? 200).send(out ?? null);
-        }
-        const plan = await op.run(ctx, parsed.data);
-        const task = await svc.tasks.run(op.name, plan.title, plan.target, (t) => plan.work(t), {
-          by: actorOf(req, caller),
-        });
-        req.audit = { ...req.audit, task: task.id, ...(plan.target ? { target: plan.target } : {}) };
-        void reply.header('Location', `/api/v1/tasks/${task.id}`);
-        if (wait) return reply.status(200).send(await svc.tasks.wait(task.id));
-        return reply.status(202).send(task);
-      },
-    });
-  }
+  registerRoutes(app, svc, bindings, requireAuth);
 
-  const openapi = buildOpenApi(ops, svc.version);
+  // Internal routes are served but only the internal document, for admins, describes them.
+  const openapi = buildOpenApi(
+    bindings.map((b) => b.contract).filter((c) => c.visibility === 'public'),
+    svc.version,
+  );
+  const internal = buildOpenApi(
+    bindings.map((b) => b.contract).filter((c) => c.visibility === 'internal'),
+    svc.version,
+    'flightdeck internal host-to-host API',
+  );
   app.get('/api/v1/openapi.json', async () => openapi);
+  app.get('/api/v1/internal/openapi.json', async (req) => {
+    await requireAuth(req, 'admin');
+    return internal;
+  });
   registerDocs(app);
   app.get('/api/v1/health', async () => ({ ok: true, host: svc.hostName, version: svc.version }));
   registerEvents(app, svc, requireAuth);

@@ -5,7 +5,7 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { TokenRecord } from '../cluster/state/tokens.js';
-import type { Permission } from './operation.js';
+import type { Permission } from '../core/contract.js';
 import type { Services } from './services.js';
 
 export function registerSession(

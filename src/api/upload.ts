@@ -14,7 +14,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { FdError } from '../core/errors.js';
 import { NAME_RE } from '../core/ids.js';
 import type { TokenRecord } from '../cluster/state/tokens.js';
-import type { Permission } from './operation.js';
+import type { Permission } from '../core/contract.js';
 import type { Services } from './services.js';
 import { actorOf } from './audit-hook.js';
 
@@ -36,7 +36,7 @@ export function registerUpload(
     if (req.headers['content-type'] !== 'application/octet-stream') {
       throw new FdError('FD_BAD_CONTENT_TYPE', 'send the file as application/octet-stream', { status: 415 });
     }
-    if (await svc.store.get(`images/${name}`))
+    if (svc.catalog.findImage(name))
       throw new FdError('FD_IMAGE_EXISTS', `an image named ${name} exists`, {
         hint: 'choose another name',
         status: 409,
@@ -59,7 +59,7 @@ export function registerUpload(
       { kind: 'image', id: name, name },
       async (t) => {
         try {
-          return await svc.agent.importImage(name, tmp, t, { upload: true });
+          return await svc.provisioner.images.import(name, tmp, t, { upload: true });
         } finally {
           await rm(tmp, { force: true });
         }

@@ -7,12 +7,12 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { FdError } from '../core/errors.js';
 import type { TokenRecord } from '../cluster/state/tokens.js';
-import type { Permission } from './operation.js';
+import type { Permission } from '../core/contract.js';
 import type { Services } from './services.js';
 import type { Channel } from './ws-relay.js';
 import { forwardTo } from './forward.js';
 
-export const vncChannel: Channel = { name: 'vnc', socket: (svc, id) => svc.agent.vncSocket(id) };
+export const vncChannel: Channel = { name: 'vnc', socket: (svc, id) => svc.runtime.vncSocket(id) };
 
 export function registerScreenshot(
   app: FastifyInstance,
@@ -37,7 +37,7 @@ export function registerScreenshot(
         hint: 'start it first',
         status: 409,
       });
-    const png = await svc.agent.screenshot(vm.id);
+    const png = await svc.runtime.screenshot(vm.id);
     return reply.type('image/png').header('cache-control', 'no-store').send(png);
   });
 }

@@ -20,7 +20,7 @@ import { FdError } from '../core/errors.js';
 import type { TokenRecord } from '../cluster/state/tokens.js';
 import type { VmView } from '../cluster/state/vms.js';
 import { toErrorReply } from './errors.js';
-import type { Permission } from './operation.js';
+import type { Permission } from '../core/contract.js';
 import type { Services } from './services.js';
 import type { ConsoleTickets } from './console-tickets.js';
 
@@ -149,7 +149,7 @@ async function openUpstream(
   token: string,
   caller: string,
 ): Promise<WebSocket> {
-  const owner = (await svc.catalog.listHosts()).find((h) => h.name === vm.host);
+  const owner = svc.hosts.view(vm.host);
   if (!owner || owner.state === 'lost')
     throw new FdError('FD_HOST_UNREACHABLE', `host ${vm.host}, which runs ${vm.name}, is not reachable`, {
       status: 503,
@@ -160,7 +160,12 @@ async function openUpstream(
     ...(owner.certPem ? { ca: owner.certPem } : {}),
   });
   await new Promise<void>((resolve, reject) => {
-    upstream.once('open', () => resolve());
+    // Paused until the client's side is upgraded too: the first bytes of a console come at
+    // once (QEMU's RFB greeting) and would be lost before pipeSockets listens for them.
+    upstream.once('open', () => {
+      upstream.pause();
+      resolve();
+    });
     upstream.once('unexpected-response', (_r, res) => {
       let body = '';
       res.on('data', (c: Buffer) => (body += c.toString()));
@@ -188,6 +193,7 @@ function pipeSockets(client: WebSocket, upstream: WebSocket): void {
   upstream.on('close', (code) => client.close(code === CLOSE_VM_GONE ? CLOSE_VM_GONE : 1000, 'console closed'));
   client.on('close', () => upstream.close());
   upstream.on('error', () => client.close(CLOSE_VM_GONE, 'console closed'));
+  upstream.resume();
 }
 
 function refuse(socket: Duplex, err: unknown): void {

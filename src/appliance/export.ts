@@ -19,7 +19,6 @@ import { validateSchema } from '../ovf/schema.js';
 import { writeOvf } from '../ovf/writer.js';
 import type { DiskRecord, VmRecord } from '../cluster/state/model.js';
 import type { TaskHandle } from '../cluster/state/tasks.js';
-import type { VmService } from '../cluster/state/vms.js';
 import { addFdConfig } from './fd-config.js';
 import { getGroup, type GroupRecord } from './group.js';
 import { vmName, type ApplianceHost } from './import.js';
@@ -50,8 +49,8 @@ export interface ExportResult {
 
 const STOPPED = new Set(['stopped', 'crashed']);
 
-async function assertStopped(vms: VmService, vm: VmRecord): Promise<void> {
-  const st = await vms.status(vm.id);
+async function assertStopped(host: ApplianceHost, vm: VmRecord): Promise<void> {
+  const st = host.state.vms.status(vm.id);
   if (vm.desired === 'running' || (st && !STOPPED.has(st.state)))
     throw new FdError('FD_VM_RUNNING', `VM ${vm.name} is ${st?.state ?? 'meant to run'}; export needs it stopped`, {
       hint: `stop it first: flightdeck vm shutdown ${vm.name}`,
@@ -60,7 +59,7 @@ async function assertStopped(vms: VmService, vm: VmRecord): Promise<void> {
 }
 
 /** Resolves VM names, ids and group names to records, and checks the output path. */
-export async function planExport(host: ApplianceHost, vms: VmService, req: ExportRequest): Promise<ExportPlan> {
+export async function planExport(host: ApplianceHost, req: ExportRequest): Promise<ExportPlan> {
   if (!isAbsolute(req.out))
     throw new FdError('FD_BAD_PATH', `"${req.out}" is not an absolute path`, {
       hint: "give the full path of the .ova to write on the daemon's host",
@@ -93,14 +92,15 @@ export async function planExport(host: ApplianceHost, vms: VmService, req: Expor
   for (const ref of req.refs) {
     let found: VmRecord[];
     try {
-      found = [(await vms.find(ref)).value];
+      found = [(await host.state.vms.find(ref)).value];
     } catch (err) {
       if (!(err instanceof FdError) || err.code !== 'FD_VM_NOT_FOUND') throw err;
       const g = await getGroup(host.store, ref);
       if (!g) throw err;
       group = g;
       found = [];
-      for (const m of [...g.members].sort((a, b) => a.order - b.order)) found.push((await vms.find(m.vmId)).value);
+      for (const m of [...g.members].sort((a, b) => a.order - b.order))
+        found.push((await host.state.vms.find(m.vmId)).value);
     }
     for (const vm of found) if (!out.some((x) => x.id === vm.id)) out.push(vm);
   }
@@ -109,7 +109,7 @@ export async function planExport(host: ApplianceHost, vms: VmService, req: Expor
     throw new FdError('FD_OVF_EXPORT_SPANS_HOSTS', `the VMs live on several hosts (${[...hosts].join(', ')})`, {
       hint: 'export the VMs of each host separately',
     });
-  for (const vm of out) await assertStopped(vms, vm);
+  for (const vm of out) await assertStopped(host, vm);
   // A group is written as its collection only when exactly its VMs are exported.
   if (group && !(group.members.length === out.length && group.members.every((m) => out.some((v) => v.id === m.vmId))))
     group = undefined;
@@ -117,18 +117,13 @@ export async function planExport(host: ApplianceHost, vms: VmService, req: Expor
 }
 
 /** Runs with the VMs locked against power actions (the caller holds their locks). */
-export async function runExport(
-  host: ApplianceHost,
-  vms: VmService,
-  plan: ExportPlan,
-  t: TaskHandle,
-): Promise<ExportResult> {
+export async function runExport(host: ApplianceHost, plan: ExportPlan, t: TaskHandle): Promise<ExportResult> {
   const { req, base } = plan;
-  for (const vm of plan.vms) await assertStopped(vms, vm);
+  for (const vm of plan.vms) await assertStopped(host, vm);
   const records = new Map<string, DiskRecord>();
   for (const vm of plan.vms) {
     for (const d of vm.disks) {
-      const rec = (await host.store.get<DiskRecord>(`disks/${d.diskId}`))?.value;
+      const rec = host.state.catalog.findDisk(d.diskId);
       if (!rec) throw new Error(`disk record ${d.diskId} of VM ${vm.name} is missing`);
       records.set(d.diskId, rec);
     }

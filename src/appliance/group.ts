@@ -4,7 +4,8 @@
  * `ovf export GROUP` writes the group back as a collection with the same StartupSection.
  */
 import { FdError } from '../core/errors.js';
-import type { Store } from '../cluster/state/store.js';
+import type { KvStore } from '../cluster/state/kv.js';
+import { keys } from '../cluster/state/keys.js';
 
 export interface GroupMember {
   vmId: string;
@@ -26,9 +27,9 @@ export interface GroupRecord {
   createdAt: string;
 }
 
-export const groupKey = (name: string): string => `groups/${name}`;
+export const groupKey = (name: string): string => keys.group(name);
 
-export async function getGroup(store: Store, name: string): Promise<GroupRecord | undefined> {
+export async function getGroup(store: KvStore, name: string): Promise<GroupRecord | undefined> {
   return (await store.get<GroupRecord>(groupKey(name)))?.value;
 }
 

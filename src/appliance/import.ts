@@ -25,14 +25,16 @@ import { importDiskToVhd } from '../ovf/import-disk.js';
 import { hasEula, type OvfCollection, type OvfDisk, type OvfEntity, type OvfVirtualSystem } from '../ovf/model.js';
 import { readPackage, type PackageFile, type PackageReport } from '../ovf/package.js';
 import { MIN_MEMORY_BYTES, VmRecord, type DiskRecord, type ImageRecord } from '../cluster/state/model.js';
-import type { Store } from '../cluster/state/store.js';
+import type { KvStore } from '../cluster/state/kv.js';
+import type { State } from '../cluster/state/state.js';
 import type { TaskHandle } from '../cluster/state/tasks.js';
 import { fdConfigOf, vmwFirmware } from './fd-config.js';
 import { groupExists, groupKey, type GroupRecord } from './group.js';
 import { copyPrivate } from '../host/private-files.js';
 
 export interface ApplianceHost {
-  store: Store;
+  store: KvStore;
+  state: State;
   hostName: string;
   /** The default pool's directory of per-VM directories. */
   vmsDir: string;
@@ -236,7 +238,7 @@ export async function planImport(host: ApplianceHost, req: ImportRequest): Promi
     let kernelImage: string | null = null;
     if (fd['kernelImage']) {
       if (!images.has(fd['kernelImage']))
-        images.set(fd['kernelImage'], (await host.store.get<ImageRecord>(`images/${fd['kernelImage']}`))?.value);
+        images.set(fd['kernelImage'], host.state.catalog.findImage(fd['kernelImage']));
       const img = images.get(fd['kernelImage']);
       if (img?.kernel) kernelImage = img.name;
       else
@@ -315,10 +317,9 @@ export async function planImport(host: ApplianceHost, req: ImportRequest): Promi
     });
   }
   for (const vm of vms) {
-    if (await host.store.get(`vm-names/${vm.name}`))
+    if (host.state.vms.nameTaken(vm.name))
       throw new FdError('FD_VM_EXISTS', `a VM named ${vm.name} already exists`, {
         hint: 'import under another --name',
-        status: 409,
       });
   }
   if (group && (await host.store.get(groupKey(group.name)))) throw groupExists(group.name);
@@ -492,32 +493,7 @@ async function commit(
     members: plan.vms.map((vm) => ({ vmId: vm.id, name: vm.name, ovfId: vm.vs.id, ...vm.startup })),
     createdAt: now,
   };
-  const ok = await host.store.txn({
-    expect: [
-      ...records.flatMap((r) => [
-        { key: `vm-names/${r.name}`, rev: '0' },
-        { key: `vms/${r.id}`, rev: '0' },
-      ]),
-      ...(group ? [{ key: groupKey(group.name), rev: '0' }] : []),
-    ],
-    put: [
-      ...records.flatMap((r) => [
-        { key: `vm-names/${r.name}`, value: r.id },
-        { key: `vms/${r.id}`, value: r },
-      ]),
-      ...disks.map((d) => ({ key: `disks/${d.id}`, value: d })),
-      ...(group ? [{ key: groupKey(group.name), value: group }] : []),
-    ],
-  });
-  if (!ok)
-    throw new FdError(
-      'FD_VM_EXISTS',
-      `a VM named ${records.map((r) => r.name).join(' or ')} (or the group) appeared meanwhile`,
-      {
-        hint: 'import under another --name',
-        status: 409,
-      },
-    );
+  await host.state.vms.create(records, disks, group ? [{ key: groupKey(group.name), value: group }] : []);
   for (const r of records) t.log(`VM ${r.name} created (${r.id})`);
   const properties: Record<string, string> = {};
   // Values of password properties stay out of the task record (they are on the ISO only).

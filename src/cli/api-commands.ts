@@ -1,5 +1,5 @@
 /**
- * CLI verbs generated from the API's operation definitions: arguments and options come from
+ * CLI verbs generated from the API's public contracts: arguments and options come from
  * the input schema, the call goes through the REST API, task operations show a progress bar
  * while they wait and exit non-zero when the task failed.
  */
@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { FdError } from '../core/errors.js';
 import type { ProgressSnapshot } from '../core/progress.js';
 import { sleep } from '../core/process.js';
-import { inputInQuery, pathParams, type Operation } from '../api/operation.js';
+import { API_BASE, inputInQuery, pathParams, type Contract } from '../core/contract.js';
 import type { TaskRecord } from '../cluster/state/tasks.js';
 import type { CliContext, CommandDef, OptionSpec } from './command.js';
 import { ApiClient } from './api-client.js';
@@ -50,10 +50,10 @@ export async function followTask(api: ApiClient, ctx: CliContext, task: TaskReco
     if (ctx.signal.aborted && !cancelling) {
       cancelling = true;
       ctx.say(`cancelling task ${cur.id}...`);
-      await api.call('POST', `/api/v1/tasks/${cur.id}/actions/cancel`);
+      await api.call('POST', `${API_BASE}/tasks/${cur.id}/actions/cancel`);
     }
     await sleep(250);
-    cur = (await api.ok<TaskRecord>('GET', `/api/v1/tasks/${task.id}`)).body;
+    cur = (await api.ok<TaskRecord>('GET', `${API_BASE}/tasks/${task.id}`)).body;
     for (const l of cur.log.slice(lastLog)) if (!ctx.json) ctx.say(`  ${l.msg}`);
     lastLog = cur.log.length;
     if (cur.progress && cur.progress.total > 0) bar(cur.progress);
@@ -64,9 +64,9 @@ export async function followTask(api: ApiClient, ctx: CliContext, task: TaskReco
   return cur;
 }
 
-export function commandFromOperation(op: Operation): CommandDef | undefined {
+export function commandFromContract(op: Contract): CommandDef | undefined {
   const cli = op.cli;
-  if (!cli) return undefined;
+  if (!cli || op.visibility !== 'public') return undefined;
   const schema = z.toJSONSchema(op.input, { io: 'input', unrepresentable: 'any' }) as {
     properties?: Record<string, Prop>;
     required?: string[];
@@ -126,7 +126,7 @@ export function commandFromOperation(op: Operation): CommandDef | undefined {
         delete body[p];
       }
       const api = await ApiClient.resolve(ctx.global);
-      let url = '/api/v1' + path;
+      let url = API_BASE + path;
       let payload: unknown;
       if (inputInQuery(op.http.method)) {
         const qs = new URLSearchParams();

@@ -3,12 +3,17 @@
  * what to do, and the cause. The CLI prints them one way, the API maps them to a JSON body.
  * A bug is a plain Error and is never caught to be hidden.
  */
+import { statusOf } from './error-codes.js';
+
 export type ErrorCode = `FD_${string}`;
 
 export interface FdErrorOptions {
   hint?: string;
   cause?: unknown;
-  /** HTTP status the API answers with; defaults from the code's shape. */
+  /**
+   * HTTP status: only for an error relayed from another API (its answer's status). Anything
+   * thrown here gets its code's status from the catalog (error-codes.ts).
+   */
   status?: number;
   details?: unknown;
 }
@@ -24,7 +29,7 @@ export class FdError extends Error {
     this.name = 'FdError';
     this.code = code;
     this.hint = opts.hint;
-    this.status = opts.status ?? defaultStatus(code);
+    this.status = opts.status ?? statusOf(code);
     this.details = opts.details;
   }
 
@@ -36,14 +41,6 @@ export class FdError extends Error {
       ...(this.details === undefined ? {} : { details: this.details }),
     };
   }
-}
-
-function defaultStatus(code: string): number {
-  if (code.endsWith('_NOT_FOUND')) return 404;
-  if (code.endsWith('_CONFLICT') || code.endsWith('_EXISTS') || code.endsWith('_BUSY')) return 409;
-  if (code.endsWith('_UNAUTHORIZED')) return 401;
-  if (code.endsWith('_FORBIDDEN')) return 403;
-  return 400;
 }
 
 export function isFdError(err: unknown, code?: ErrorCode): err is FdError {

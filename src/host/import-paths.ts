@@ -45,7 +45,6 @@ function notAllowed(file: string, dirs: string[], verb: 'read' | 'write'): FdErr
         verb === 'read'
           ? 'put the file in one of them, add its directory to importDirs in DATA_DIR/config.json, or upload it'
           : 'write into one of them, or add the directory to exportDirs in DATA_DIR/config.json',
-      status: 403,
     },
   );
 }

@@ -21,7 +21,9 @@ import { FdError, isFdError } from '../core/errors.js';
 import { silentLogger, type Logger } from '../core/log.js';
 import { sleep } from '../core/process.js';
 import { detectAccel } from '../qemu/accel.js';
-import { qemuIds, type Accel } from '../qemu/argv.js';
+import type { Accel } from '../qemu/argv.js';
+import { qemuIds } from '../qemu/nodes.js';
+import { QemuControl } from '../qemu/control/index.js';
 import { QmpClient } from '../qemu/qmp.js';
 import { parseVmSpec, type VmSpec } from '../qemu/spec.js';
 import { isRunning, signalIdentity, waitGone } from './pidfile.js';
@@ -37,7 +39,8 @@ import {
   type VmRecord,
 } from './run-dir.js';
 import { tinyImagePaths } from './images/tiny.js';
-import { KeyedLock, runnerLockPath, takeRunnerLock } from './runner/locks.js';
+import { KeyedLock } from '../core/keyed-lock.js';
+import { runnerLockPath, takeRunnerLock } from './runner/locks.js';
 import { reattachOne } from './runner/reattach.js';
 import { RestartPolicy } from './runner/restart-policy.js';
 import { resolveConfinement, resolveRunAs, type RunAs } from './runner/run-as.js';
@@ -120,7 +123,7 @@ export class VmRunner extends EventEmitter {
   async close(): Promise<void> {
     this.closed = true;
     this.restarts.cancelAll();
-    await this.locks.idle();
+    await this.locks.settled();
     for (const att of [...this.attached.values()]) await this.detach(att);
     if (this.ready) await unlink(runnerLockPath(this.opts.runDir)).catch(() => undefined);
   }
@@ -154,7 +157,7 @@ export class VmRunner extends EventEmitter {
       const att = this.mustBeAttached(name);
       await this.beginStop(att, 'stopped');
       try {
-        await att.qmp.execute('system_powerdown', undefined, { timeoutMs: 5000 });
+        await ctl(att).run.powerButton({ timeoutMs: 5000 });
       } catch (err) {
         if (!isFdError(err, 'FD_QMP_CLOSED')) throw err;
       }
@@ -177,16 +180,16 @@ export class VmRunner extends EventEmitter {
   }
 
   async pause(name: string): Promise<void> {
-    await this.withLock(name, () => this.mustBeAttached(name).qmp.execute('stop'));
+    await this.withLock(name, () => ctl(this.mustBeAttached(name)).run.pause());
   }
 
   async resume(name: string): Promise<void> {
-    await this.withLock(name, () => this.mustBeAttached(name).qmp.execute('cont'));
+    await this.withLock(name, () => ctl(this.mustBeAttached(name)).run.resume());
   }
 
   /** Hard reset, like the reset button: the guest gets no say. */
   async reset(name: string): Promise<void> {
-    await this.withLock(name, () => this.mustBeAttached(name).qmp.execute('system_reset'));
+    await this.withLock(name, () => ctl(this.mustBeAttached(name)).run.reset());
   }
 
   /**
@@ -196,21 +199,15 @@ export class VmRunner extends EventEmitter {
   async reboot(name: string, opts: { timeoutMs?: number } = {}): Promise<{ graceful: boolean }> {
     return this.withLock(name, async () => {
       const att = this.mustBeAttached(name);
-      const reset = att.qmp.waitEvent('RESET', { timeoutMs: opts.timeoutMs ?? 30_000 });
+      const reset = ctl(att).run.nextReset(opts.timeoutMs ?? 30_000);
       reset.catch(() => undefined);
-      await att.qmp.execute('send-key', {
-        keys: [
-          { type: 'qcode', data: 'ctrl' },
-          { type: 'qcode', data: 'alt' },
-          { type: 'qcode', data: 'delete' },
-        ],
-      });
+      await ctl(att).display.pressKeys(['ctrl', 'alt', 'delete']);
       try {
         await reset;
         return { graceful: true };
       } catch (err) {
         if (!isFdError(err, 'FD_QMP_TIMEOUT')) throw err;
-        await att.qmp.execute('system_reset');
+        await ctl(att).run.reset();
         return { graceful: false };
       }
     });
@@ -230,15 +227,10 @@ export class VmRunner extends EventEmitter {
         });
       const id = qemuIds.cdromDevice(cdromId);
       if (iso === null) {
-        await att.qmp.execute('eject', { id, force: true });
+        await ctl(att).media.eject(id);
       } else {
         if (!existsSync(iso)) throw new FdError('FD_VM_MEDIA_NOT_FOUND', `ISO ${iso} does not exist`);
-        await att.qmp.execute('blockdev-change-medium', {
-          id,
-          filename: iso,
-          format: 'raw',
-          'read-only-mode': 'read-only',
-        });
+        await ctl(att).media.insert(id, iso);
       }
       cd.iso = iso;
       await writeRecord(att.dir, att.record);
@@ -319,7 +311,7 @@ export class VmRunner extends EventEmitter {
     const proc = att.record.qemu!;
     if (!isRunning(proc)) return;
     try {
-      await att.qmp.execute('quit', undefined, { timeoutMs: 2000 });
+      await ctl(att).run.quit({ timeoutMs: 2000 });
     } catch (err) {
       if (!isFdError(err, 'FD_QMP_CLOSED') && !isFdError(err, 'FD_QMP_TIMEOUT')) throw err;
     }
@@ -488,4 +480,9 @@ export class VmRunner extends EventEmitter {
     const ev: VmEvent = { vm, type, at: new Date().toISOString(), ...(detail ? { detail } : {}) };
     this.emit('event', ev);
   }
+}
+
+/** The typed control layer over an attached VM's QMP connection. */
+function ctl(att: { qmp: QmpClient }): QemuControl {
+  return new QemuControl(att.qmp);
 }

@@ -17,6 +17,7 @@
  */
 import type { VmSpec, DiskSpec } from './spec.js';
 import type { VmRunPaths } from './run-paths.js';
+import { qemuIds } from './nodes.js';
 
 export type Accel = 'kvm' | 'tcg';
 
@@ -47,16 +48,6 @@ export interface LaunchContext {
 }
 
 export const QEMU_BINARY = 'qemu-system-x86_64';
-
-/** QEMU ids and node names derived from our device ids: stable, so QMP calls can find them. */
-export const qemuIds = {
-  diskNode: (id: string) => `d-${id}`,
-  diskDevice: (id: string) => `vd-${id}`,
-  cdromDevice: (id: string) => `cd-${id}`,
-  cdromNode: (id: string) => `cdm-${id}`,
-  netdev: (id: string) => `net-${id}`,
-  nicDevice: (id: string) => `nic-${id}`,
-};
 
 const SANDBOX_BASE = 'on,obsolete=deny,spawn=deny,resourcecontrol=deny';
 

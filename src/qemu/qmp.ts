@@ -60,10 +60,21 @@ interface Pending {
 }
 
 /**
+ * What the control layer needs of a QMP connection: commands, and events by name (`event` for
+ * every event). QmpClient is the real one; tests can put a scripted one in its place.
+ */
+export interface QmpChannel {
+  execute<T = unknown>(command: string, args?: Record<string, unknown>, opts?: { timeoutMs?: number }): Promise<T>;
+  waitEvent(name: string, opts: { timeoutMs: number; pred?: (ev: QmpEvent) => boolean }): Promise<QmpEvent>;
+  on(event: string, listener: (ev: QmpEvent) => void): this;
+  off(event: string, listener: (ev: QmpEvent) => void): this;
+}
+
+/**
  * Events: `event` (QmpEvent) for every event, `<NAME>` (QmpEvent) per event name, and `close`
  * (FdError | undefined) once, when the connection ends for any reason.
  */
-export class QmpClient extends EventEmitter {
+export class QmpClient extends EventEmitter implements QmpChannel {
   private buf = '';
   private nextId = 1;
   private readonly pending = new Map<string, Pending>();

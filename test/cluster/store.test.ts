@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { startTestEtcd, type TestEtcd } from '../helpers/etcd.js';
 import { TaskManager } from '../../src/cluster/state/tasks.js';
 import { TokenService } from '../../src/cluster/state/tokens.js';
-import { VmService } from '../../src/cluster/state/vms.js';
+import { State } from '../../src/cluster/state/state.js';
 import type { VmRecord } from '../../src/cluster/state/model.js';
 import { FdError, isFdError } from '../../src/core/errors.js';
 import { silentLogger } from '../../src/core/log.js';
@@ -24,7 +24,7 @@ test('compare-and-swap: of two writers holding the same revision exactly one win
   const cur = (await store.get<{ n: number }>('k'))!;
   const results = await Promise.all([store.update('k', { n: 1 }, cur.rev), store.update('k', { n: 2 }, cur.rev)]);
   assert.deepEqual(results.filter(Boolean).length, 1);
-  assert.equal(await store.create('k', { n: 9 }), false, 'create of an existing key must fail');
+  assert.equal(await store.create('k', { n: 9 }), undefined, 'create of an existing key must fail');
 });
 
 test('mutate applies 30 concurrent increments without losing one', async () => {
@@ -60,7 +60,8 @@ function vmRecord(name: string): VmRecord {
 }
 
 test('two creates of one VM name race: one succeeds, the other is FD_VM_EXISTS', async () => {
-  const vms = new VmService(etcd.store('/t3/'));
+  const state = await State.open(etcd.store('/t3/'), silentLogger);
+  const vms = state.vms;
   const res = await Promise.allSettled([vms.create(vmRecord('web')), vms.create(vmRecord('web'))]);
   assert.equal(res.filter((r) => r.status === 'fulfilled').length, 1);
   const rejected = res.find((r) => r.status === 'rejected') as PromiseRejectedResult;
@@ -68,6 +69,7 @@ test('two creates of one VM name race: one succeeds, the other is FD_VM_EXISTS',
   assert.equal((await vms.list()).length, 1);
   assert.equal((await vms.get('web')).name, 'web');
   await assert.rejects(vms.get('nope'), (e) => isFdError(e, 'FD_VM_NOT_FOUND'));
+  await state.close();
 });
 
 test('tasks: success keeps the result, failure keeps the code, cancel ends as cancelled', async () => {

@@ -94,7 +94,7 @@ test('audit list filters by VM, token and time; only an admin reads it', async (
   assert.ok((await list(['--since', '1h'])).length >= aud2.length);
   assert.deepEqual(await list(['--since', new Date(Date.now() + 60_000).toISOString()]), []);
   const bad = await d.cli(['audit', 'list', '--since', 'yesterday']);
-  assert.match(bad.stderr, /FD_BAD_REQUEST/);
+  assert.match(bad.stderr, /FD_BAD_SINCE/);
   const asOps = await d.api('GET', '/api/v1/audit', undefined, ops.token);
   assert.equal(asOps.status, 403);
   const table = await d.cli(['audit', 'list', '--vm', 'aud2']);

@@ -1,7 +1,7 @@
 /** Every command the CLI knows: local tools and the verbs generated from API operations. */
 import type { CommandDef } from '../command.js';
-import { operations } from '../../api/operations/index.js';
-import { commandFromOperation } from '../api-commands.js';
+import { publicContracts } from '../../api/contracts/index.js';
+import { commandFromContract } from '../api-commands.js';
 import { diskCommands } from './disk.js';
 import { diskServeCommands } from './disk-serve.js';
 import { ovfCommands } from './ovf.js';
@@ -22,8 +22,8 @@ export function allCommands(): CommandDef[] {
     ...clusterJoinCommands,
     ...ovfApplianceCommands(),
   ];
-  const generated = operations
-    .map(commandFromOperation)
+  const generated = publicContracts
+    .map(commandFromContract)
     .filter((c): c is CommandDef => c !== undefined && !custom.some((x) => x.noun === c.noun && x.verb === c.verb));
   return [
     ...serveCommands,

@@ -1,17 +1,17 @@
 /**
  * `ovf import FILE` and `ovf export VM... --out FILE.ova`: the verbs generated from the
- * operations (src/api/operations/ovf.ts), with two things the generator cannot do: relative
+ * contracts (src/api/contracts/ovf.ts), with two things the generator cannot do: relative
  * paths are made absolute here (the daemon reads and writes on its own host, from its own
  * working directory), and export takes any number of VMs.
  */
 import { resolve } from 'node:path';
-import { operations } from '../../api/operations/index.js';
-import { commandFromOperation } from '../api-commands.js';
+import { publicContracts } from '../../api/contracts/index.js';
+import { commandFromContract } from '../api-commands.js';
 import type { CommandDef, ParsedInput } from '../command.js';
 
 function generated(name: string): CommandDef {
-  const op = operations.find((o) => o.name === name);
-  const cmd = op && commandFromOperation(op);
+  const op = publicContracts.find((o) => o.name === name);
+  const cmd = op && commandFromContract(op);
   if (!cmd) throw new Error(`operation ${name} has no CLI verb`);
   return cmd;
 }

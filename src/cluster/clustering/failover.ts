@@ -11,13 +11,35 @@
  * second copy; it is reported in the VM's status and waits for its host.
  */
 import type { Logger } from '../../core/log.js';
-import type { HostRecord, ProtectionRecord, VmRecord, VmStatus } from '../state/model.js';
-import { callPeer } from '../peer/client.js';
-import type { Store } from '../state/store.js';
+import type { Peers } from '../peer/client.js';
+import { protectionTakeover } from '../peer/contracts.js';
+import type { ProtectionRecord, VmRecord } from '../state/model.js';
+import type { State } from '../state/state.js';
 
 /** Beyond the lease TTL: clock-rate differences and the keeper's own kill time. */
 export const FENCE_MARGIN_MS = 500;
 const TICK_MS = 200;
+/** A failover that did not happen is tried again after this long. */
+const RETRY_MS = 2000;
+
+/** The lost host's VMs to bring back: running, HA or protected, highest priority first. */
+export function failoverOrder(vms: VmRecord[], isProtected: (id: string) => boolean): VmRecord[] {
+  return vms
+    .filter((v) => v.desired === 'running' && (v.ha?.enabled || isProtected(v.id)))
+    .sort((a, b) => (b.ha?.priority ?? 0) - (a.ha?.priority ?? 0));
+}
+
+/**
+ * Why a lost host's VM cannot start on another host without losing a write or making a second
+ * copy; undefined when its standby can take it over.
+ */
+export function cannotFailOver(prot: ProtectionRecord | undefined, alive: Set<string>): string | undefined {
+  if (!prot) return 'its disks are only on the lost host (protect it with `vm protect` to fail it over)';
+  if (prot.state !== 'protected')
+    return `its standby copy was ${prot.state} when the host was lost; starting it would lose writes`;
+  if (!prot.standby || !alive.has(prot.standby)) return `its standby ${prot.standby ?? '?'} is not available`;
+  return undefined;
+}
 
 export interface FailoverEvent {
   vm: string;
@@ -34,7 +56,7 @@ export class FailoverController {
   private running = false;
   private readonly attempted = new Map<string, number>();
 
-  constructor(private readonly o: { store: Store; hostName: string; peerToken: string; log: Logger }) {}
+  constructor(private readonly o: { state: State; peers: Peers; log: Logger }) {}
 
   start(): void {
     if (this.timer) return;
@@ -62,12 +84,10 @@ export class FailoverController {
   }
 
   private async step(): Promise<void> {
-    const { store } = this.o;
-    const hosts = (await store.list<HostRecord>('hosts/')).map((h) => h.value);
-    const alive = new Set((await store.list<{ name: string }>('alive/')).map((a) => a.value.name));
+    const { state } = this.o;
     const now = Date.now();
-    for (const h of hosts) {
-      if (alive.has(h.name)) {
+    for (const h of state.hosts.list()) {
+      if (h.state !== 'lost') {
         this.lostSince.delete(h.name);
       } else if (!this.lostSince.has(h.name)) {
         this.lostSince.set(h.name, now);
@@ -76,55 +96,41 @@ export class FailoverController {
     }
     const due = [...this.lostSince].filter(([, t]) => now - t >= FENCE_MARGIN_MS).map(([h]) => h);
     if (!due.length) return;
-    const vms = (await store.list<VmRecord>('vms/')).map((v) => v.value);
-    const prot = new Map((await store.list<ProtectionRecord>('protection/')).map((p) => [p.value.vmId, p.value]));
-    const todo = vms
-      .filter((v) => due.includes(v.host) && v.desired === 'running' && (v.ha?.enabled || prot.has(v.id)))
-      .sort((a, b) => (b.ha?.priority ?? 0) - (a.ha?.priority ?? 0));
-    for (const vm of todo) await this.recover(vm, prot.get(vm.id), alive, hosts);
+    const todo = failoverOrder(
+      state.vms.records().filter((v) => due.includes(v.host)),
+      (id) => state.protection.isProtected(id),
+    );
+    for (const vm of todo) await this.recover(vm, state.protection.get(vm.id));
   }
 
-  private async recover(
-    vm: VmRecord,
-    prot: ProtectionRecord | undefined,
-    alive: Set<string>,
-    hosts: HostRecord[],
-  ): Promise<void> {
+  private async recover(vm: VmRecord, prot: ProtectionRecord | undefined): Promise<void> {
     const key = `${vm.id}@${vm.host}`;
     const last = this.attempted.get(key) ?? 0;
-    if (Date.now() - last < 2000) return;
+    if (Date.now() - last < RETRY_MS) return;
     this.attempted.set(key, Date.now());
     const lostAt = new Date(this.lostSince.get(vm.host) ?? Date.now()).toISOString();
-    if (!prot || prot.state !== 'protected' || !prot.standby || !alive.has(prot.standby)) {
-      const why = !prot
-        ? 'its disks are only on the lost host (protect it with `vm protect` to fail it over)'
-        : prot.state !== 'protected'
-          ? `its standby copy was ${prot.state} when the host was lost; starting it would lose writes`
-          : `its standby ${prot.standby ?? '?'} is not available`;
+    const why = cannotFailOver(prot, this.o.state.hosts.alive());
+    if (why) {
       await this.report(vm, `host ${vm.host} is lost; ${vm.name} cannot restart elsewhere: ${why}`);
       return;
     }
-    const target = hosts.find((h) => h.name === prot.standby);
-    if (!target) return;
-    this.o.log.warn('failing over', { vm: vm.name, from: vm.host, to: prot.standby });
+    const standby = prot!.standby!;
+    this.o.log.warn('failing over', { vm: vm.name, from: vm.host, to: standby });
     try {
-      await callPeer(target, this.o.peerToken, 'POST', `/api/v1/vms/${vm.id}/protection/takeover`, {
-        id: vm.id,
-        from: vm.host,
-      });
-      this.o.log.warn('failed over', { vm: vm.name, from: vm.host, to: prot.standby, lostAt });
+      await this.o.peers.call(standby, protectionTakeover, { id: vm.id, from: vm.host });
+      this.o.log.warn('failed over', { vm: vm.name, from: vm.host, to: standby, lostAt });
     } catch (err) {
       this.o.log.error('failover did not happen', { vm: vm.name, err: String(err) });
-      await this.report(vm, `failover to ${prot.standby} failed: ${(err as Error).message}`);
+      await this.report(vm, `failover to ${standby} failed: ${(err as Error).message}`);
     }
   }
 
   /** The lost host cannot speak for its VMs: the leader notes why one stays down. */
   private async report(vm: VmRecord, msg: string): Promise<void> {
-    const cur = (await this.o.store.get<VmStatus>(`status/vms/${vm.id}`))?.value;
+    const cur = this.o.state.vms.status(vm.id);
     if (cur?.lastError === msg) return;
     this.o.log.warn('VM stays down', { vm: vm.name, msg });
-    await this.o.store.put<VmStatus>(`status/vms/${vm.id}`, {
+    await this.o.state.vms.reportStatus({
       id: vm.id,
       host: vm.host,
       state: 'unknown',

@@ -117,3 +117,34 @@ export function place(
   }
   return { host: best.host.name, reasons: [`placed on ${best.host.name} (most memory free)`, ...reasons] };
 }
+
+/** What placement needs to know of the cluster, as the state cache has it now. */
+export interface ClusterView {
+  hosts: { list(): { name: string; state: 'online' | 'maintenance' | 'lost'; cpus: number; memoryBytes: number }[] };
+  vms: {
+    records(): {
+      id: string;
+      host: string;
+      cpus: number;
+      memoryBytes: number;
+      antiAffinity: string | null;
+      desired: 'running' | 'stopped';
+    }[];
+  };
+}
+
+/** Places a VM on the cluster as it is now (hosts with their liveness, every VM's reservation). */
+export function placeIn(view: ClusterView, req: PlacementRequest, policy?: PlacementPolicy): PlacementDecision {
+  const hosts: PlacementHost[] = view.hosts
+    .list()
+    .map((h) => ({ name: h.name, state: h.state, cpus: h.cpus, memoryBytes: h.memoryBytes }));
+  const vms: PlacedVm[] = view.vms.records().map((v) => ({
+    id: v.id,
+    host: v.host,
+    cpus: v.cpus,
+    memoryBytes: v.memoryBytes,
+    antiAffinity: v.antiAffinity ?? null,
+    desired: v.desired,
+  }));
+  return place(req, hosts, vms, policy);
+}

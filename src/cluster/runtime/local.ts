@@ -9,14 +9,14 @@ import { join } from 'node:path';
 import { isFdError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import { detectAccel } from '../../qemu/accel.js';
-import { screendump } from '../../qemu/screendump.js';
 import type { VmSpecInput } from '../../qemu/spec.js';
 import { VmRunner, type VmEvent, type VmStatus as RunnerStatus } from '../../host/runner.js';
 import { tapName } from '../../host/tap.js';
 import type { VmUserRange } from '../../host/confine/vm-users.js';
-import type { DiskRecord, ImageRecord, NetworkRecord, VmRecord } from '../state/model.js';
+import type { ImageRecord, VmRecord } from '../state/model.js';
 import type { Runtime, RuntimeStatus, VmStats } from './runtime.js';
-import type { Store } from '../state/store.js';
+import type { Catalog } from '../state/catalog.js';
+import { QemuControl } from '../../qemu/control/index.js';
 
 /** HA restarts a crashed VM here (within its budget) even when its own policy says never. */
 function restartOf(vm: VmRecord): { restartPolicy: VmRecord['restartPolicy']; maxRestarts?: number } {
@@ -68,7 +68,8 @@ async function tailLines(path: string, lines: number): Promise<string[]> {
 export async function createLocalRuntime(o: {
   dataDir: string;
   log: Logger;
-  store: Store;
+  /** Disk, image and network records, read from the state cache (no round trip per start). */
+  catalog: Catalog;
   /** The reserved ids of the VMs' own users (DATA_DIR/config.json). */
   vmUsers?: VmUserRange;
 }): Promise<{ runtime: Runtime; accel: string }> {
@@ -87,13 +88,13 @@ export async function createLocalRuntime(o: {
       vm.disks.map(async (d) => {
         const override = diskPaths?.[d.id];
         if (override) return { id: d.id, source: { kind: 'vhd' as const, path: override } };
-        const rec = (await o.store.get<DiskRecord>(`disks/${d.diskId}`))?.value;
+        const rec = o.catalog.findDisk(d.diskId);
         if (!rec) throw new Error(`disk record ${d.diskId} of VM ${vm.name} is missing`);
         return { id: d.id, source: { kind: rec.format, path: rec.path } };
       }),
     );
     const image = async (name: string): Promise<ImageRecord> => {
-      const rec = (await o.store.get<ImageRecord>(`images/${name}`))?.value;
+      const rec = o.catalog.findImage(name);
       if (!rec) throw new Error(`image ${name} of VM ${vm.name} is missing`);
       return rec;
     };
@@ -106,7 +107,7 @@ export async function createLocalRuntime(o: {
     );
     const nics = await Promise.all(
       vm.nics.map(async (n) => {
-        const net = (await o.store.get<NetworkRecord>(`networks/${n.network}`))?.value;
+        const net = o.catalog.findNetwork(n.network);
         const network =
           (net?.kind === 'nat' || net?.kind === 'vxlan') && net.bridge
             ? { kind: 'bridge' as const, bridge: net.bridge }
@@ -202,8 +203,18 @@ export async function createLocalRuntime(o: {
       // second running copy.
       await runner.startIncoming({ ...(await compile(vm, diskPaths)), restartPolicy: 'never' });
     },
-    qmp(id) {
-      return runner.qmp(id);
+    control(id) {
+      return new QemuControl(runner.qmp(id));
+    },
+    async qemuStatus(id) {
+      try {
+        return await new QemuControl(runner.qmp(id)).run.status({ timeoutMs: 5000 });
+      } catch (err) {
+        // No QEMU for it here (never started, or gone).
+        if (isFdError(err, 'FD_VM_NOT_FOUND') || isFdError(err, 'FD_VM_NOT_RUNNING') || isFdError(err, 'FD_QMP_CLOSED'))
+          return null;
+        throw err;
+      }
     },
     async stop(id, opts) {
       if (opts.graceful) await runner.shutdown(id, { timeoutMs: opts.timeoutMs });
@@ -231,7 +242,7 @@ export async function createLocalRuntime(o: {
         `screen-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.png`,
       );
       try {
-        await screendump(runner.qmp(id), file);
+        await new QemuControl(runner.qmp(id)).display.screenshot(file);
         return await readFile(file);
       } finally {
         await rm(file, { force: true });
@@ -257,18 +268,11 @@ export async function createLocalRuntime(o: {
         const rss = /VmRSS:\s+(\d+) kB/.exec(procStatus ?? '');
         if (rss) s.rssBytes = Number(rss[1]) * 1024;
         try {
-          const blk = await runner
-            .qmp(vm.id)
-            .execute<
-              { stats: { rd_bytes: number; wr_bytes: number; wr_operations: number; wr_total_time_ns: number } }[]
-            >('query-blockstats', undefined, {
-              timeoutMs: 1000,
-            });
-          // Guest devices only: QEMU leaves out unnamed backends such as a mirror job's target.
-          s.diskReadBytes = blk.reduce((a, b) => a + b.stats.rd_bytes, 0);
-          s.diskWriteBytes = blk.reduce((a, b) => a + b.stats.wr_bytes, 0);
-          s.diskWriteOps = blk.reduce((a, b) => a + b.stats.wr_operations, 0);
-          s.diskWriteTimeNs = blk.reduce((a, b) => a + b.stats.wr_total_time_ns, 0);
+          const blk = await new QemuControl(runner.qmp(vm.id)).stats.disks(1000);
+          s.diskReadBytes = blk.readBytes;
+          s.diskWriteBytes = blk.writeBytes;
+          s.diskWriteOps = blk.writeOps;
+          s.diskWriteTimeNs = blk.writeTimeNs;
         } catch {
           // Stats are best effort: a VM stopping right now has no QMP any more.
         }

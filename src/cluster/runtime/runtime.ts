@@ -1,12 +1,13 @@
 /**
  * What the host agent needs from the machinery that runs VMs on this host. The local
- * implementation (runtime-local.ts) compiles a VM record into a QEMU spec and drives the host
- * layer's VM runner; keeping this seam small is what lets the agent's reconcile logic be read
- * (and tested) without QEMU in mind.
+ * implementation (local.ts) compiles a VM record into a QEMU spec and drives the host layer's
+ * VM runner; the fake (fake.ts) keeps VMs in memory behind a scripted QEMU, so the agent's
+ * reconcile, fencing, migration and takeover logic is tested in milliseconds.
  */
+import { isFdError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import type { VmActualState, VmRecord } from '../state/model.js';
-import type { QmpClient } from '../../qemu/qmp.js';
+import type { QemuControl, RunStatus } from '../../qemu/control/index.js';
 
 export interface RuntimeStatus {
   state: VmActualState;
@@ -43,8 +44,10 @@ export interface Runtime {
    * `diskPaths` (disk id -> path) are this host's new copies, not the source's.
    */
   startIncoming(vm: VmRecord, diskPaths: Record<string, string>): Promise<void>;
-  /** The running VM's QMP connection (migration and block jobs drive QEMU directly). */
-  qmp(id: string): QmpClient;
+  /** The running VM's QEMU, through the typed control layer (migration, mirrors, block jobs). */
+  control(id: string): QemuControl;
+  /** Whether a QEMU runs for the VM here and what it says of its run state (null: none here). */
+  qemuStatus(id: string): Promise<RunStatus | null>;
   stop(id: string, opts: { graceful: boolean; timeoutMs: number }): Promise<void>;
   setPaused(id: string, paused: boolean): Promise<void>;
   reboot(id: string): Promise<void>;
@@ -67,4 +70,20 @@ export interface Runtime {
   /** Asked before a restart by policy; false holds it (see Runner.setRestartGate). */
   setRestartGate(gate: (id: string) => Promise<boolean>): void;
   close(): Promise<void>;
+}
+
+/**
+ * Pulls the plug on a VM's QEMU here if one runs; none running is not an error. Every "make
+ * sure nothing of it runs here" (a source after its move, a target after an abort, a fenced
+ * copy) comes through here.
+ */
+export async function forceOff(runtime: Runtime, id: string): Promise<void> {
+  const st = await runtime.status(id);
+  if (st.state === 'stopped' || st.state === 'crashed') return;
+  try {
+    await runtime.stop(id, { graceful: false, timeoutMs: 0 });
+  } catch (err) {
+    // It stopped between the two calls.
+    if (!isFdError(err, 'FD_VM_NOT_RUNNING') && !isFdError(err, 'FD_VM_NOT_FOUND')) throw err;
+  }
 }

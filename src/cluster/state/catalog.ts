@@ -1,55 +1,142 @@
-/** Read side of images, pool disks, networks and hosts in the store. */
+/**
+ * Images, pool disks and networks, with the addresses taken on cluster networks. Reads come
+ * from the state cache; writes go to the store.
+ */
 import { FdError } from '../../core/errors.js';
-import type { DiskRecord, HostRecord, ImageRecord, NetworkRecord } from './model.js';
-import type { Store } from './store.js';
+import type { Logger } from '../../core/log.js';
+import type { StateCache } from './cache.js';
+import { keys } from './keys.js';
+import type { KvStore } from './kv.js';
+import { DiskRecord, ImageRecord, NetworkRecord } from './model.js';
+import { parsed, parsedAll } from './parse.js';
 
 export class Catalog {
-  constructor(private readonly store: Store) {}
+  constructor(private readonly s: { store: KvStore; cache: StateCache; log: Logger }) {}
 
-  async listImages(): Promise<ImageRecord[]> {
-    return (await this.store.list<ImageRecord>('images/')).map((x) => x.value);
+  private bad = (key: string, err: FdError): void => this.s.log.warn('skipping a record', { key, err: err.message });
+
+  // ---- images ----
+
+  listImages(): ImageRecord[] {
+    return parsedAll(this.s.cache.list(keys.images), ImageRecord, this.bad).map((v) => v.value);
   }
 
-  async getImage(name: string): Promise<ImageRecord> {
-    const r = await this.store.get<ImageRecord>(`images/${name}`);
-    if (!r) {
+  findImage(name: string): ImageRecord | undefined {
+    const kv = this.s.cache.get(keys.image(name));
+    return kv ? parsed(kv, ImageRecord).value : undefined;
+  }
+
+  getImage(name: string): ImageRecord {
+    const img = this.findImage(name);
+    if (!img)
       throw new FdError('FD_IMAGE_NOT_FOUND', `no image named ${name}`, {
         hint:
           name === 'tiny' ? 'build it with "flightdeck image build tiny"' : 'list images with "flightdeck image list"',
       });
-    }
-    return r.value;
+    return img;
   }
 
-  async listDisks(): Promise<DiskRecord[]> {
-    return (await this.store.list<DiskRecord>('disks/')).map((x) => x.value);
+  /** Records a new image; false when the name is taken. */
+  async createImage(rec: ImageRecord): Promise<boolean> {
+    const rev = await this.s.store.create(keys.image(rec.name), ImageRecord.parse(rec));
+    if (rev) await this.s.cache.caughtUp(rev);
+    return rev !== undefined;
   }
 
-  async getDisk(id: string): Promise<DiskRecord> {
-    const r =
-      (await this.store.get<DiskRecord>(`disks/${id}`)) ??
-      (await this.store.list<DiskRecord>('disks/')).find((d) => d.value.name === id);
-    if (!r)
-      throw new FdError('FD_DISK_NOT_FOUND', `no disk ${id}`, { hint: 'list disks with "flightdeck volume list"' });
-    return r.value;
+  async putImage(rec: ImageRecord): Promise<void> {
+    await this.s.store.put(keys.image(rec.name), ImageRecord.parse(rec));
   }
 
-  async listNetworks(): Promise<NetworkRecord[]> {
-    return (await this.store.list<NetworkRecord>('networks/')).map((x) => x.value);
+  async removeImage(name: string): Promise<void> {
+    await this.s.store.remove(keys.image(name));
   }
 
-  async getNetwork(name: string): Promise<NetworkRecord> {
-    const r = await this.store.get<NetworkRecord>(`networks/${name}`);
-    if (!r)
+  // ---- pool disks ----
+
+  listDisks(): DiskRecord[] {
+    return parsedAll(this.s.cache.list(keys.disks), DiskRecord, this.bad).map((v) => v.value);
+  }
+
+  findDisk(id: string): DiskRecord | undefined {
+    const kv = this.s.cache.get(keys.disk(id));
+    return kv ? parsed(kv, DiskRecord).value : undefined;
+  }
+
+  /** A disk by id or name. */
+  getDisk(ref: string): DiskRecord {
+    const d = this.findDisk(ref) ?? this.listDisks().find((x) => x.name === ref);
+    if (!d)
+      throw new FdError('FD_DISK_NOT_FOUND', `no disk ${ref}`, { hint: 'list disks with "flightdeck volume list"' });
+    return d;
+  }
+
+  async removeDisk(id: string): Promise<void> {
+    await this.s.store.remove(keys.disk(id));
+  }
+
+  async updateDisk(id: string, fn: (cur: DiskRecord) => DiskRecord): Promise<DiskRecord> {
+    const res = await this.s.store.mutate<DiskRecord>(keys.disk(id), (cur) => DiskRecord.parse(fn(cur)));
+    await this.s.cache.caughtUp(res.rev);
+    return res.value;
+  }
+
+  // ---- networks ----
+
+  listNetworks(): NetworkRecord[] {
+    return parsedAll(this.s.cache.list(keys.networks), NetworkRecord, this.bad).map((v) => v.value);
+  }
+
+  findNetwork(name: string): NetworkRecord | undefined {
+    const kv = this.s.cache.get(keys.network(name));
+    return kv ? parsed(kv, NetworkRecord).value : undefined;
+  }
+
+  getNetwork(name: string): NetworkRecord {
+    const n = this.findNetwork(name);
+    if (!n)
       throw new FdError('FD_NETWORK_NOT_FOUND', `no network named ${name}`, {
         hint: 'list networks with "flightdeck network list"',
       });
-    return r.value;
+    return n;
   }
 
-  async listHosts(): Promise<(HostRecord & { state: HostRecord['state'] })[]> {
-    const hosts = await this.store.list<HostRecord>('hosts/');
-    const alive = new Set((await this.store.list<{ name: string }>('alive/')).map((x) => x.value.name));
-    return hosts.map((h) => ({ ...h.value, state: alive.has(h.value.name) ? h.value.state : 'lost' }));
+  /** Records a new network; false when the name is taken. */
+  async createNetwork(rec: NetworkRecord): Promise<boolean> {
+    const rev = await this.s.store.create(keys.network(rec.name), NetworkRecord.parse(rec));
+    if (rev) await this.s.cache.caughtUp(rev);
+    return rev !== undefined;
+  }
+
+  async removeNetwork(name: string): Promise<void> {
+    await this.s.store.remove(keys.network(name));
+  }
+
+  // ---- addresses on cluster networks ----
+
+  /** Takes the first free address of `candidates` for `vmId` (by create-if-absent), or undefined. */
+  async takeAddress(network: string, vmId: string, candidates: Iterable<string>): Promise<string | undefined> {
+    for (const ip of candidates) {
+      if (this.s.cache.get(keys.netIp(network, ip))) continue;
+      if (await this.s.store.create(keys.netIp(network, ip), { vmId })) return ip;
+    }
+    return undefined;
+  }
+
+  async releaseAddresses(vmId: string): Promise<void> {
+    for (const kv of this.s.cache.list<{ vmId: string }>(keys.netIps))
+      if (kv.value.vmId === vmId) await this.s.store.remove(kv.key, kv.rev);
+  }
+
+  /** This host's address slot (1..max) on a cluster network, taken once by compare-and-swap. */
+  async hostSlot(network: string, host: string, max: number): Promise<number | undefined> {
+    const mine = await this.s.store.get<number>(keys.netSlot(network, host));
+    if (mine) return mine.value;
+    for (let slot = 1; slot <= max; slot++) {
+      if (await this.s.store.create(keys.netSlotUsed(network, slot), host)) {
+        await this.s.store.put(keys.netSlot(network, host), slot);
+        return slot;
+      }
+    }
+    return undefined;
   }
 }

@@ -83,15 +83,16 @@ export const VmActualState = z.enum(['stopped', 'starting', 'running', 'paused',
 export type VmActualState = z.infer<typeof VmActualState>;
 
 /** Written by the host that runs the VM; what is, as opposed to what should be. */
-export interface VmStatus {
-  id: string;
-  host: string;
-  state: VmActualState;
-  pid: number | null;
-  since: string;
-  lastError: string | null;
-  restarts: number;
-}
+export const VmStatus = z.object({
+  id: z.string(),
+  host: z.string(),
+  state: VmActualState,
+  pid: z.number().int().nullable(),
+  since: z.string(),
+  lastError: z.string().nullable(),
+  restarts: z.number().int().default(0),
+});
+export type VmStatus = z.infer<typeof VmStatus>;
 
 export const DiskRecord = z.strictObject({
   id: z.string(),
@@ -133,21 +134,29 @@ export const NetworkRecord = z.strictObject({
 });
 export type NetworkRecord = z.infer<typeof NetworkRecord>;
 
-export interface HostRecord {
-  name: string;
-  apiUrl: string;
-  state: 'online' | 'maintenance' | 'lost';
-  cpus: number;
-  memoryBytes: number;
-  freeMemoryBytes: number;
-  accel: string;
-  version: string;
-  startedAt: string;
-  /** PEM of the host's self-signed API certificate, so other hosts can relay calls to it. */
-  certPem?: string;
-}
+export const HostState = z.enum(['online', 'maintenance', 'lost']);
 
-export type ProtectionState = 'syncing' | 'protected' | 'degraded';
+export const HostRecord = z.object({
+  name: z.string(),
+  apiUrl: z.string(),
+  /** online or maintenance as the host set it; 'lost' only in views, from its liveness key. */
+  state: HostState,
+  cpus: z.number().int(),
+  memoryBytes: z.number(),
+  freeMemoryBytes: z.number(),
+  accel: z.string(),
+  version: z.string(),
+  startedAt: z.string(),
+  /** PEM of the host's self-signed API certificate, so other hosts can relay calls to it. */
+  certPem: z.string().optional(),
+});
+export type HostRecord = z.infer<typeof HostRecord>;
+
+/** alive/NAME: bound to the lease the host's fence keeper renews; gone = the host is lost. */
+export const AliveRecord = z.object({ name: z.string() }).loose();
+
+export const ProtectionState = z.enum(['syncing', 'protected', 'degraded']);
+export type ProtectionState = z.infer<typeof ProtectionState>;
 
 /**
  * VM mirroring (protection/ID): a synchronous copy of the VM's disks on a standby host. The
@@ -155,24 +164,40 @@ export type ProtectionState = 'syncing' | 'protected' | 'degraded';
  * decide whether a lost primary's VM can start on the standby without losing a write: only a
  * `protected` record with a live standby qualifies.
  */
-export interface ProtectionRecord {
-  vmId: string;
+export const ProtectionRecord = z.object({
+  vmId: z.string(),
   /** The standby the user asked for, or null: any host with room. */
-  requestedStandby: string | null;
+  requestedStandby: z.string().nullable(),
   /** Host running the VM when this was written. */
-  primary: string;
-  standby: string | null;
-  state: ProtectionState;
+  primary: z.string(),
+  standby: z.string().nullable(),
+  state: ProtectionState,
   /** Bytes copied of the initial sync. */
-  progress: { done: number; total: number } | null;
-  lastError: string | null;
+  progress: z.object({ done: z.number(), total: z.number() }).nullable(),
+  lastError: z.string().nullable(),
   /** When the state last changed. */
-  since: string;
-  updatedAt: string;
-}
+  since: z.string(),
+  updatedAt: z.string(),
+});
+export type ProtectionRecord = z.infer<typeof ProtectionRecord>;
 
 /** What a standby serves for a mirror (its vdisk on TCP) and where its copies live. */
 export interface StandbyMirror {
   host: string;
   disks: { id: string; port: number; exportName: string; sync: 'top' | 'full'; path: string }[];
 }
+
+/** A migration in flight (migrations/ID), recorded by its source so a restarted daemon can finish or undo it. */
+export const MigrationIntent = z.object({
+  vmId: z.string(),
+  from: z.string(),
+  to: z.string(),
+  /**
+   * copying: disks and memory moving; finishing: the target was told to run the guest;
+   * aborting: the migration failed, the source runs the guest, the target still has to
+   * remove its side (it could not be reached).
+   */
+  phase: z.enum(['copying', 'finishing', 'aborting']),
+  at: z.string(),
+});
+export type MigrationIntent = z.infer<typeof MigrationIntent>;

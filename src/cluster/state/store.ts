@@ -1,31 +1,41 @@
 /**
- * The desired state of the platform, in etcd. Values are JSON; every change is a
- * compare-and-swap on the key's mod revision, so two API calls racing on one object cannot
- * both win. `mutate` is the usual way to change a record: read, compute, CAS, retry.
+ * The desired state of the platform, in etcd (the KvStore of kv.ts). Values are JSON; every
+ * change is a compare-and-swap on the key's mod revision, so two API calls racing on one
+ * object cannot both win. Ranges are read in pages, so no answer outgrows gRPC's 4 MiB message
+ * limit however many VMs there are.
  */
 import { Etcd3, type IKeyValue } from 'etcd3';
 import { noop } from 'cockatiel';
 import { FdError } from '../../core/errors.js';
+import { conflictBackoff, type KvStore, type Snapshot, type StoreEvent, type TxnOps, type Versioned } from './kv.js';
 
-export interface Versioned<T> {
-  key: string;
-  value: T;
-  /** etcd mod revision of the key: pass back to update/remove for compare-and-swap. */
-  rev: string;
-}
-
-export type StoreEvent<T> = { type: 'put'; key: string; value: T } | { type: 'delete'; key: string };
+export type { StoreEvent, Versioned } from './kv.js';
 
 export const ROOT = '/flightdeck/';
 
 /** Longest a unary etcd call may take on one member before it is retried on another. */
 export const CALL_DEADLINE_MS = 8000;
+/** Keys per range request: 1,000 records of a few KiB stay far below the message limit. */
+const PAGE = 1000;
 
 function decode<T>(kv: IKeyValue, prefixLen: number): Versioned<T> {
   return { key: kv.key.toString().slice(prefixLen), value: JSON.parse(kv.value.toString()) as T, rev: kv.mod_revision };
 }
 
-export class Store {
+/** The first key after every key that starts with `prefix` (etcd's range end for a prefix). */
+function prefixEnd(prefix: string): Buffer {
+  const b = Buffer.from(prefix);
+  for (let i = b.length - 1; i >= 0; i--) {
+    if (b[i]! < 0xff) {
+      const end = Buffer.from(b.subarray(0, i + 1));
+      end[i]!++;
+      return end;
+    }
+  }
+  return Buffer.from([0]);
+}
+
+export class Store implements KvStore {
   readonly client: Etcd3;
 
   constructor(
@@ -73,59 +83,61 @@ export class Store {
   }
 
   async list<T>(prefix: string): Promise<Versioned<T>[]> {
-    const res = await this.client.getAll().prefix(this.k(prefix)).sort('Key', 'Ascend').exec();
-    return res.kvs.map((kv) => decode<T>(kv, this.root.length));
+    return (await this.snapshot(prefix)).kvs as Versioned<T>[];
+  }
+
+  async snapshot(prefix: string): Promise<Snapshot> {
+    const end = prefixEnd(this.k(prefix));
+    const out: Versioned<unknown>[] = [];
+    let start: Buffer = Buffer.from(this.k(prefix));
+    let rev: string | undefined;
+    for (;;) {
+      const q = this.client.getAll().inRange({ start, end }).sort('Key', 'Ascend').limit(PAGE);
+      // Every page at the revision of the first: the pages together are one point in time.
+      if (rev) q.revision(rev);
+      const res = await q.exec();
+      rev ??= res.header.revision;
+      for (const kv of res.kvs) out.push(decode(kv, this.root.length));
+      if (!res.more || !res.kvs.length) return { rev, kvs: out };
+      start = Buffer.concat([res.kvs[res.kvs.length - 1]!.key, Buffer.from([0])]);
+    }
   }
 
   async count(prefix: string): Promise<number> {
     return this.client.getAll().prefix(this.k(prefix)).count();
   }
 
-  /** Creates the key only if it does not exist; false when it does. */
-  async create<T>(key: string, value: T, opts: { lease?: string } = {}): Promise<boolean> {
+  async create<T>(key: string, value: T, opts: { lease?: string } = {}): Promise<string | undefined> {
     const put = this.client.put(this.k(key)).value(JSON.stringify(value));
     if (opts.lease) put.lease(opts.lease);
     const res = await this.client.if(this.k(key), 'Create', '==', 0).then(put).commit();
-    return res.succeeded;
+    return res.succeeded ? res.header.revision : undefined;
   }
 
-  /** Replaces the value only if the key is still at `rev`; false when someone changed it. */
-  async update<T>(key: string, value: T, rev: string): Promise<boolean> {
+  async update<T>(key: string, value: T, rev: string): Promise<string | undefined> {
     const res = await this.client
       .if(this.k(key), 'Mod', '==', rev)
       .then(this.client.put(this.k(key)).value(JSON.stringify(value)))
       .commit();
-    return res.succeeded;
+    return res.succeeded ? res.header.revision : undefined;
   }
 
-  /** Unconditional write: only for data with a single writer (a host's own status). */
-  async put<T>(key: string, value: T, opts: { lease?: string } = {}): Promise<void> {
+  async put<T>(key: string, value: T, opts: { lease?: string } = {}): Promise<string> {
     const put = this.client.put(this.k(key)).value(JSON.stringify(value));
     if (opts.lease) put.lease(opts.lease);
-    await put.exec();
+    return (await put.exec()).header.revision;
   }
 
-  async remove(key: string, rev?: string): Promise<boolean> {
-    if (rev === undefined) {
-      await this.client.delete().key(this.k(key)).exec();
-      return true;
-    }
+  async remove(key: string, rev?: string): Promise<string | undefined> {
+    if (rev === undefined) return (await this.client.delete().key(this.k(key)).exec()).header.revision;
     const res = await this.client
       .if(this.k(key), 'Mod', '==', rev)
       .then(this.client.delete().key(this.k(key)))
       .commit();
-    return res.succeeded;
+    return res.succeeded ? res.header.revision : undefined;
   }
 
-  /**
-   * Several keys changed atomically: every `expect` must hold (rev '0' = must not exist), then
-   * all puts and deletes apply together.
-   */
-  async txn(ops: {
-    expect: { key: string; rev: string }[];
-    put?: { key: string; value: unknown }[];
-    del?: string[];
-  }): Promise<boolean> {
+  async txn(ops: TxnOps): Promise<string | undefined> {
     const [first, ...rest] = ops.expect;
     if (!first) throw new Error('txn needs at least one expectation');
     const cmp = (e: { key: string; rev: string }): ['Create' | 'Mod', string | number] =>
@@ -141,36 +153,43 @@ export class Store {
       ...(ops.del ?? []).map((d) => this.client.delete().key(this.k(d))),
     ];
     const res = await b.then(...clauses).commit();
-    return res.succeeded;
+    return res.succeeded ? res.header.revision : undefined;
   }
 
-  /**
-   * Read-modify-write with retry on conflict. `fn` returns the new value, or undefined to leave
-   * the record alone; it may throw an FdError to refuse the change.
-   */
   async mutate<T>(key: string, fn: (current: T) => T | undefined, attempts = 50): Promise<Versioned<T>> {
     for (let i = 0; i < attempts; i++) {
       const cur = await this.get<T>(key);
       if (!cur) throw new FdError('FD_NOT_FOUND', `${key} does not exist`);
       const next = fn(cur.value);
       if (next === undefined) return cur;
-      if (await this.update(key, next, cur.rev)) {
-        const after = await this.get<T>(key);
-        return after ?? { ...cur, value: next };
-      }
-      await new Promise((r) => setTimeout(r, Math.random() * 5 * (i + 1)));
+      // The new revision is the transaction's: no second read to learn it.
+      const rev = await this.update(key, next, cur.rev);
+      if (rev) return { key, value: next, rev };
+      await conflictBackoff(i);
     }
     throw new FdError('FD_STORE_CONFLICT', `${key} changed too often to update; try again`);
   }
 
-  /** Calls `onEvent` for every change under `prefix` until the returned function is called. */
-  async watch<T>(prefix: string, onEvent: (e: StoreEvent<T>) => void): Promise<() => Promise<void>> {
-    const watcher = await this.client.watch().prefix(this.k(prefix)).create();
+  async watch<T>(
+    prefix: string,
+    onEvent: (e: StoreEvent<T>) => void,
+    opts: { fromRev?: string; onLost?: (err: Error) => void } = {},
+  ): Promise<() => Promise<void>> {
+    const b = this.client.watch().prefix(this.k(prefix));
+    if (opts.fromRev) b.startRevision(opts.fromRev);
+    const watcher = await b.create();
     const n = this.root.length;
     watcher.on('put', (kv) =>
-      onEvent({ type: 'put', key: kv.key.toString().slice(n), value: JSON.parse(kv.value.toString()) as T }),
+      onEvent({
+        type: 'put',
+        key: kv.key.toString().slice(n),
+        value: JSON.parse(kv.value.toString()) as T,
+        rev: kv.mod_revision,
+      }),
     );
-    watcher.on('delete', (kv) => onEvent({ type: 'delete', key: kv.key.toString().slice(n) }));
+    watcher.on('delete', (kv) => onEvent({ type: 'delete', key: kv.key.toString().slice(n), rev: kv.mod_revision }));
+    // etcd cancels a watch whose start revision was compacted away: the caller starts over.
+    watcher.on('error', (err: Error) => opts.onLost?.(err));
     return async () => {
       await watcher.cancel();
     };

@@ -8,7 +8,7 @@ import { FdError } from '../../core/errors.js';
 import { newTaskId } from '../../core/ids.js';
 import type { Logger } from '../../core/log.js';
 import type { ProgressSnapshot } from '../../core/progress.js';
-import type { Store } from './store.js';
+import type { KvStore } from './kv.js';
 import type { AuditActor } from './audit.js';
 
 export type TaskState = 'running' | 'succeeded' | 'failed' | 'cancelled';
@@ -56,7 +56,7 @@ export class TaskManager {
   private stopWatch: (() => Promise<void>) | undefined;
 
   constructor(
-    private readonly store: Store,
+    private readonly store: KvStore,
     private readonly host: string,
     private readonly log: Logger,
     private readonly onChange?: (t: TaskRecord) => void,

@@ -5,7 +5,7 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { FdError } from '../../core/errors.js';
-import type { Store } from './store.js';
+import type { KvStore } from './kv.js';
 
 export interface TokenRecord {
   id: string;
@@ -23,7 +23,7 @@ export class TokenService {
   private cache = new Map<string, TokenRecord>();
   private stopWatch: (() => Promise<void>) | undefined;
 
-  constructor(private readonly store: Store) {}
+  constructor(private readonly store: KvStore) {}
 
   async init(): Promise<void> {
     this.stopWatch = await this.store.watch<TokenRecord>('tokens/', (e) => {

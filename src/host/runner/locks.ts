@@ -1,35 +1,8 @@
-/**
- * Two kinds of exclusion for the runner: one operation at a time per VM (a keyed promise chain),
- * and one runner per run dir (a lock file naming its process, taken over when that is dead).
- */
+/** One runner per run dir: a lock file naming its process, taken over when that is dead. */
 import { open, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FdError, isErrno } from '../../core/errors.js';
 import { identify, isRunning, type ProcIdentity } from '../pidfile.js';
-
-export class KeyedLock {
-  private readonly chains = new Map<string, Promise<unknown>>();
-
-  /** Runs `fn` after every earlier call for `key` has settled. */
-  run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.chains.get(key) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const settled = next.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.chains.set(key, settled);
-    void settled.then(() => {
-      if (this.chains.get(key) === settled) this.chains.delete(key);
-    });
-    return next;
-  }
-
-  /** Resolves when everything queued so far has settled. */
-  async idle(): Promise<void> {
-    await Promise.allSettled([...this.chains.values()]);
-  }
-}
 
 export const runnerLockPath = (runDir: string): string => join(runDir, '.runner.lock');
 

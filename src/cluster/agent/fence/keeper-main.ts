@@ -22,6 +22,7 @@ import { sleep } from '../../../core/process.js';
 import { findProcessesMentioning } from '../../../host/proc-scan.js';
 import { Store } from '../../state/store.js';
 import { writeJsonFile } from '../../../core/atomic-file.js';
+import { keys } from '../../state/keys.js';
 import { keeperStatePath, readGuarded, type KeeperConfig, type KeeperState } from './files.js';
 
 const TICK_MS = 100;
@@ -94,7 +95,7 @@ async function main(configPath: string): Promise<number> {
         const sentAt = performance.now();
         const id = await l.grant();
         lease = l;
-        await store.put(`alive/${cfg.hostName}`, { name: cfg.hostName, since, keeper: process.pid }, { lease: id });
+        await store.put(keys.alive(cfg.hostName), { name: cfg.hostName, since, keeper: process.pid }, { lease: id });
         lastOk = sentAt;
         lastOkWall = Date.now() - (performance.now() - sentAt);
         fencedSinceOk = false;
